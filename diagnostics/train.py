@@ -1,0 +1,254 @@
+"""The training loop: SGD or Adam, explicit L2 penalty, clipping, a non-finite policy, a stop event,
+and a `Recorder` pass per step that writes tidy rows to a sink (memory or the store)."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+from . import rundata as rd
+from .config import RunConfig
+from .diagnosis import diagnose, time_gradient_fit
+from .model import RecurrentModel, build
+from .recorder import (MemorySink, StepRows, first_nonfinite_hidden, first_nonfinite_hidden_grad, is_recorded,
+                       layer_of, nonfinite_counts, parameter_rows, per_time_step_rows, retain_hidden_grads)
+from .store import strict_json
+
+EVAL_BATCH = 512  # held-out sequences for final_metric: enough that accuracy moves in 0.2 % steps
+EVAL_SEED_OFFSET = 1_000_003  # the held-out set never shares a generator state with training batches
+
+STATUSES = ("completed", "diverged", "stopped", "interrupted")
+
+
+class Sink(Protocol):
+    def add(self, step: int, metrics=(), time_grads=(), gates=(), events=()) -> None: ...
+
+
+class NonFiniteError(Exception):
+    """The loss or a gradient went NaN/Inf; the loop catches it and applies `on_nonfinite`."""
+
+
+@dataclass
+class RunSummary:
+    """Bounded running summary of a run (nothing per step), the basis of the CLI's JSON."""
+
+    run_id: int | None = None
+    status: str = "running"
+    steps_done: int = 0
+    final_loss: float | None = None
+    final_metric: float | None = None
+    metric_name: str = ""
+    first_nonfinite: dict | None = None
+    max_grad_norm: float | None = None
+    clip_count: int = 0
+    steps_taken: int = 0
+    skipped_steps: int = 0
+    time_grad_step: int | None = None
+    time_grad_profile: list[float] = field(default_factory=list)
+    time_grad_ratio: float | None = None
+    diagnoses: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+    @property
+    def clip_rate(self) -> float:
+        """Share of taken optimiser steps on which clipping changed the gradient."""
+        return self.clip_count / self.steps_taken if self.steps_taken else 0.0
+
+    def to_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["clip_rate"] = self.clip_rate
+        return out
+
+    def to_json(self) -> str:
+        """Strict JSON: non-finite numbers become null."""
+        return strict_json(self.to_dict())
+
+
+def make_optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+
+
+def l2_penalty(model: nn.Module, weight_decay: float) -> torch.Tensor:
+    """λ/2·Σ‖W‖² over weight matrices (not biases): an explicit term, so it is recorded apart from the loss."""
+    weights = [p for name, p in model.named_parameters() if "weight" in name]
+    if weight_decay == 0:
+        return weights[0].new_zeros(())
+    return 0.5 * weight_decay * sum(w.pow(2).sum() for w in weights)
+
+
+def clip_gradients(config: RunConfig, params: list[nn.Parameter]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the configured clipping; returns (pre-clip global norm, whether it changed anything)."""
+    if config.clip == "norm":
+        # Pascanu et al. 2013: rescale the whole gradient when its norm exceeds the threshold.
+        pre = torch.nn.utils.clip_grad_norm_(params, config.clip_threshold)
+        return pre, pre > config.clip_threshold
+    pre = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if config.clip == "value":
+        fired = torch.stack([p.grad.abs().max() for p in params]).max() > config.clip_threshold
+        torch.nn.utils.clip_grad_value_(params, config.clip_threshold)
+        return pre, fired
+    return pre, torch.zeros((), dtype=torch.bool)
+
+
+def evaluate(model: RecurrentModel, config: RunConfig) -> float:
+    """Task metric on a fixed held-out batch (same for every run with this config's task and seed)."""
+    generator = torch.Generator().manual_seed(config.seed + EVAL_SEED_OFFSET)
+    inputs, targets = model.task.sample(EVAL_BATCH, generator)
+    with torch.no_grad():
+        outputs, _ = model(inputs, keep_gates=False)
+        return float(model.task.metric(outputs, targets))
+
+
+def train(config: RunConfig, sink: Sink | None = None, stop: threading.Event | None = None,
+          on_step: Callable[[RunSummary], None] | None = None, run_id: int | None = None) -> tuple[RunSummary, rd.RunData | None]:
+    """Train one run, recording into `sink` (a fresh `MemorySink` when None, whose data is returned).
+
+    Deterministic: the same config (seed included) gives identical numbers on CPU."""
+    # Denormal floats make CPU arithmetic up to 10x slower once gradients vanish; flushing them to zero
+    # moves float32 underflow from ~1e-45 to ~1e-38, and underflow is recorded as exactly 0 either way.
+    torch.set_flush_denormal(True)
+    memory = MemorySink() if sink is None else None
+    sink = sink or memory
+    model, task = build(config)
+    params = list(model.parameters())
+    names = [name for name, _ in model.named_parameters()]
+    optimizer = make_optimizer(config, params)
+    data_gen = torch.Generator().manual_seed(config.seed)
+    summary = RunSummary(run_id=run_id, metric_name=task.metric_name)
+    started = time.perf_counter()
+
+    for step in range(1, config.steps + 1):
+        if stop is not None and stop.is_set():
+            summary.status = "stopped"
+            break
+        t0 = time.perf_counter()
+        rows = StepRows()
+        inputs, targets = task.sample(config.batch_size, data_gen)
+        recorded = is_recorded(step, config.record_every)
+        outputs, trace = model(inputs, keep_gates=recorded)
+        if recorded:
+            retain_hidden_grads(trace)
+        loss = task.loss(outputs, targets)
+        penalty = l2_penalty(model, config.weight_decay)
+        optimizer.zero_grad(set_to_none=True)
+        (loss + penalty).backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        grad_norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
+        pre, fired = clip_gradients(config, params)
+        post = torch.nn.utils.get_total_norm([p.grad for p in params]) if config.clip != "none" else pre
+        before = [p.detach().clone() for p in params]
+        first = torch.stack([loss.detach(), task.metric(outputs.detach(), targets), penalty.detach(), pre, post,
+                             fired.float()]).tolist() + grad_norms.tolist()
+        loss_v, metric_v, penalty_v, pre_v, post_v, fired_v = first[:6]
+        grad_v = first[6:]
+        rows.metrics += [(step, rd.LOSS, None, "", loss_v), (step, rd.METRIC, None, "", metric_v),
+                         (step, rd.PENALTY, None, "", penalty_v), (step, rd.GRAD_NORM_PRE_CLIP, None, "", pre_v),
+                         (step, rd.GRAD_NORM_POST_CLIP, None, "", post_v), (step, rd.CLIP_FIRED, None, "", fired_v)]
+
+        taken = False
+        try:
+            if not all(math.isfinite(v) for v in (loss_v, penalty_v, pre_v, *grad_v)):
+                raise NonFiniteError
+            optimizer.step()
+            taken = True
+        except NonFiniteError:
+            ledger = _locate_nonfinite(step, model, trace, inputs, targets, loss, names, grads, recorded)
+            rows.events += ledger
+            if summary.first_nonfinite is None:
+                summary.first_nonfinite = _event_dict(ledger[0])
+            if config.on_nonfinite == "stop":
+                summary.status = "diverged"
+            else:
+                summary.skipped_steps += 1
+                rows.events.append((step, rd.EVENT_SKIPPED_STEP, "", None, None, 0, 0, 0))
+        if recorded:
+            per_time_step_rows(step, trace, model, config.cell, config.activation, rows)
+            profile = [v for s, k, t, v in rows.time_grads if k == 0]
+            if all(math.isfinite(v) for v in profile) and summary.status != "diverged":
+                summary.time_grad_step, summary.time_grad_profile = step, profile
+        _weight_rows(step, params, names, before, grad_v, rows)
+        rows.metrics.append((step, rd.STEP_SECONDS, None, "", time.perf_counter() - t0))
+        sink.add(step, rows.metrics, rows.time_grads, rows.gates, rows.events)
+
+        summary.steps_done = step
+        if math.isfinite(loss_v):
+            summary.final_loss = loss_v
+        if math.isfinite(pre_v):
+            summary.max_grad_norm = max(pre_v, summary.max_grad_norm or 0.0)
+        summary.steps_taken += taken
+        summary.clip_count += int(taken and fired_v > 0)
+        summary.train_seconds = time.perf_counter() - started
+        if on_step is not None:
+            on_step(summary)
+        if summary.status == "diverged":
+            break
+    if summary.status == "running":
+        summary.status = "completed"
+    summary.final_metric = evaluate(model, config)
+    summary.train_seconds = time.perf_counter() - started
+    fit = time_gradient_fit(summary.time_grad_profile) if summary.time_grad_profile else None
+    summary.time_grad_ratio = fit.ratio if fit else None
+    data = memory.data() if memory is not None else None
+    return summary, data
+
+
+def finish_diagnosis(summary: RunSummary, data: rd.RunData, config: RunConfig) -> None:
+    """Attach the diagnoses of the recorded data to the summary."""
+    summary.diagnoses = [d.to_dict() for d in diagnose(data, config)]
+
+
+def _weight_rows(step, params, names, before, grad_v, rows: StepRows) -> None:
+    """Weight norm, max |w| and update ratio ‖Δw‖/‖w‖ per tensor and layer, in one batch."""
+    with torch.no_grad():
+        stats = torch.stack([torch.stack([torch.linalg.vector_norm(p), p.abs().max(),
+                                          torch.linalg.vector_norm(p - b), torch.linalg.vector_norm(b)])
+                             for p, b in zip(params, before)]).T.tolist()
+    weight, max_abs, delta, before_n = stats
+    parameter_rows(step, names, grad_v, weight, max_abs, delta, before_n, rows)
+    bad = [i for i, (w, m) in enumerate(zip(weight, max_abs)) if not (math.isfinite(w) and math.isfinite(m))]
+    for i, counts in zip(bad, nonfinite_counts([params[i].detach() for i in bad])):
+        if any(counts):
+            rows.events.append((step, rd.EVENT_NONFINITE, names[i], layer_of(names[i]), None, *counts))
+
+
+def _locate_nonfinite(step, model, trace, inputs, targets, loss, names, grads, recorded) -> list[tuple]:
+    """Ledger rows for a step whose loss or gradients went non-finite, most telling first: the earliest
+    non-finite hidden state (forward order), else the loss, else the first non-finite ∂L/∂h_t in backward
+    order (re-running the step with hidden gradients retained if this step did not keep them)."""
+    events = []
+    hidden = first_nonfinite_hidden(trace)
+    if hidden is not None:
+        k, t, counts = hidden
+        events.append((step, rd.EVENT_NONFINITE, "hidden", k, t, *counts))
+    loss_counts = nonfinite_counts([loss.detach()])[0]
+    if any(loss_counts):
+        events.append((step, rd.EVENT_NONFINITE, "loss", None, None, *loss_counts))
+    if hidden is None and not any(loss_counts):
+        if recorded:
+            hidden_grads = [[h.grad for h in layer] for layer in trace.hiddens]
+        else:  # replay the step keeping ∂L/∂h_t; autograd.grad leaves the parameters' .grad alone
+            outputs, replay = model(inputs, keep_gates=False)
+            flat = [h for layer in replay.hiddens for h in layer]
+            found = iter(torch.autograd.grad(model.task.loss(outputs, targets), flat, allow_unused=True))
+            hidden_grads = [[next(found) for _ in layer] for layer in replay.hiddens]
+        located = first_nonfinite_hidden_grad(hidden_grads)
+        if located is not None:
+            k, t, counts = located
+            events.append((step, rd.EVENT_NONFINITE, "grad:hidden", k, t, *counts))
+    for name, counts in zip(names, nonfinite_counts(grads)):
+        if any(counts):
+            events.append((step, rd.EVENT_NONFINITE, f"grad:{name}", layer_of(name), None, *counts))
+    return events
+
+
+def _event_dict(row: tuple) -> dict:
+    step, _, tensor, layer, time_step, *_ = row
+    return {"step": step, "tensor": tensor, "layer": layer, "time_step": time_step}

@@ -1,0 +1,131 @@
+"""`python -m diagnostics` end to end, as a user scripts it: real processes, a real store file."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from diagnostics.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--hidden-size", "8", "--batch-size", "8", "--seq-len", "5"]
+
+
+def cli(*args, db, check=True):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "diagnostics", *args, "--db", str(db)], capture_output=True,
+                            text=True, env=env, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def strict(line: str):
+    """Parse strict JSON: NaN/Infinity tokens are rejected."""
+    def reject(token):
+        raise ValueError(f"non-strict JSON token {token}")
+    return json.loads(line, parse_constant=reject)
+
+
+def test_train_json_summary_has_every_documented_field(tmp_path):
+    db = tmp_path / "runs.sqlite"
+    out = cli("train", *FAST, "--steps", "12", "--record-every", "4", "--cell", "gru", "--json", "--quiet", db=db)
+    summary = strict(out.stdout.strip().splitlines()[-1])
+    for key in ("run_id", "status", "steps_done", "final_loss", "final_metric", "first_nonfinite", "max_grad_norm",
+                "clip_rate", "time_grad_profile", "time_grad_ratio", "diagnoses", "train_seconds"):
+        assert key in summary, key
+    assert summary["status"] == "completed" and summary["steps_done"] == 12
+    assert summary["first_nonfinite"] is None
+    assert len(summary["time_grad_profile"]) == 5 + 2  # agreement: "the", subject, 5 fillers
+    profile = summary["time_grad_profile"]
+    assert summary["time_grad_ratio"] == pytest.approx(profile[0] / profile[-1])
+    stored = Store(db).get_run(summary["run_id"])
+    assert stored.status == "completed" and stored.steps_done == 12 and stored.config["cell"] == "gru"
+    assert stored.summary["final_loss"] == summary["final_loss"]
+
+
+def test_divergence_from_the_cli_is_located_and_json_stays_strict(tmp_path):
+    db = tmp_path / "runs.sqlite"
+    out = cli("train", "--activation", "relu", "--init", "normal", "--init-scale", "3", "--clip", "none",
+              "--lr", "1", "--seq-len", "30", "--hidden-size", "16", "--batch-size", "16", "--steps", "20",
+              "--json", "--quiet", db=db)
+    summary = strict(out.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "diverged"
+    first = summary["first_nonfinite"]
+    assert first["tensor"] == "hidden" and first["layer"] == 0 and 1 <= first["time_step"] <= 32
+    kinds = {d["kind"] for d in summary["diagnoses"]}
+    assert "exploding" in kinds
+    nonfinite = next(d for d in summary["diagnoses"] if d["rule"] == "nonfinite")
+    assert {"clip": "norm", "clip_threshold": 1.0} in [r["changes"] for r in nonfinite["remedies"]]
+
+
+def test_runs_export_and_delete(tmp_path):
+    db = tmp_path / "runs.sqlite"
+    first = strict(cli("train", *FAST, "--steps", "3", "--json", "--quiet", db=db).stdout.splitlines()[-1])
+    second = strict(cli("train", *FAST, "--steps", "4", "--seed", "7", "--json", "--quiet",
+                        db=db).stdout.splitlines()[-1])
+    runs = strict(cli("runs", "--json", db=db).stdout)
+    assert [r["id"] for r in runs] == [second["run_id"], first["run_id"]]
+    assert runs[0]["steps_done"] == 4 and "seed 7" in runs[0]["config"]
+
+    out_dir = tmp_path / "export"
+    cli("export", str(first["run_id"]), "--format", "csv", "--out", str(out_dir), db=db)
+    metrics = pd.read_csv(out_dir / "metrics.csv")
+    assert sorted(metrics[metrics.name == "loss"].step) == [1, 2, 3]
+    assert metrics[(metrics.name == "loss") & (metrics.step == 3)].value.item() == pytest.approx(first["final_loss"])
+
+    cli("delete", str(first["run_id"]), db=db)
+    assert [r["id"] for r in strict(cli("runs", "--json", db=db).stdout)] == [second["run_id"]]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--cell", "transformer"], "cell='transformer' is not valid; allowed: one of rnn, lstm, gru"),
+    (["train", "--steps", "0"], "steps=0 is out of range; allowed: an integer from 1 to 100000"),
+    (["train", "--lr", "fast"], "lr='fast' is not valid"),
+    (["export", "1", "--format", "xlsx", "--out", "x"], "allowed: csv, parquet"),
+    (["delete", "99"], "no run 99"),
+], ids=["bad-cell", "zero-steps", "bad-lr", "bad-format", "unknown-run"])
+def test_bad_input_gets_a_message_not_a_traceback(tmp_path, args, message):
+    result = cli(*args, db=tmp_path / "runs.sqlite", check=False)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_foreign_file_is_refused_and_left_untouched(tmp_path):
+    db = tmp_path / "notes.sqlite"
+    db.write_bytes(b"my thesis notes, not a database")
+    result = cli("runs", db=db, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and str(db) in result.stderr
+    assert db.read_bytes() == b"my thesis notes, not a database"
+
+
+def test_killed_training_process_reads_back_as_interrupted(tmp_path):
+    db = tmp_path / "runs.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "diagnostics", "train", *FAST, "--steps", "100000",
+                             "--quiet", "--db", str(db)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if db.exists() and Store(db).list_runs() and Store(db).list_runs()[0].steps_done >= 100:
+                break
+        else:
+            pytest.fail("the training process wrote nothing in 120 s")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    store = Store(db)
+    run = store.list_runs()[0]
+    assert run.status == "interrupted"
+    losses = store.load(run.id).series("loss")
+    assert len(losses) == run.steps_done >= 100
+    assert list(losses.index) == list(range(1, run.steps_done + 1))

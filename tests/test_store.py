@@ -1,0 +1,466 @@
+"""The store gives back exactly what was written, refuses foreign files untouched, and stays readable live."""
+
+import json
+import math
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from diagnostics.rundata import EVENT_COLUMNS, GATE_COLUMNS, METRIC_COLUMNS, TIME_GRAD_COLUMNS, RunData, frame
+from diagnostics.store import (
+    DEFAULT_DB_ENV,
+    SCHEMA_VERSION,
+    STALE_SECONDS,
+    RunInfo,
+    Store,
+    StoreError,
+    default_db_path,
+    strict_json,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+NAN, INF = float("nan"), float("inf")
+TABLES = {"metrics": METRIC_COLUMNS, "time_grads": TIME_GRAD_COLUMNS, "gates": GATE_COLUMNS, "events": EVENT_COLUMNS}
+SPECIAL = [NAN, INF, -INF]
+
+
+def step_rows(step: int, rng: random.Random) -> dict[str, list[tuple]]:
+    """One step's rows in every table, with NaN, +-Inf and NA layers mixed in at seeded places."""
+    value = lambda: rng.choice(SPECIAL) if rng.random() < 0.3 else rng.gauss(0.0, 1.0)  # noqa: E731
+    return {
+        "metrics": [
+            (step, "loss", None, "", value()),
+            (step, "grad_norm", 0, "rnn.weight_hh_l0", value()),
+            (step, "grad_norm", 1, "", value()),
+            (step, "grad_norm", None, "readout.weight", value()),
+        ],
+        "time_grads": [(step, layer, t, value()) for layer in (0, 1) for t in (1, 2, 3)],
+        "gates": [(step, 0, gate, t, value(), value(), value()) for gate in ("input", "forget") for t in (1, 2)],
+        "events": [
+            (step, "nonfinite", "loss", None, None, 1, 0, 0),
+            (step, "nonfinite", "hidden", 1, rng.randint(1, 9), rng.randint(0, 5), rng.randint(0, 5), 2),
+        ],
+    }
+
+
+def write_run(store: Store, steps: int, seed: int = 0, flush_every: int = 3) -> tuple[int, dict[str, list]]:
+    """Write a finished run and return its id with all rows written, per table."""
+    rng = random.Random(seed)
+    run_id = store.create_run({"seed": seed, "lr": 0.1})
+    writer = store.writer(run_id, flush_every=flush_every)
+    written = {table: [] for table in TABLES}
+    for step in range(1, steps + 1):
+        rows = step_rows(step, rng)
+        writer.add(step, **rows)
+        for table in TABLES:
+            written[table] += rows[table]
+    writer.close("completed", {"final_loss": 0.5})
+    return run_id, written
+
+
+def expected(written: dict[str, list], since_step: int = 0) -> RunData:
+    return RunData(**{t: frame([r for r in written[t] if r[0] > since_step], TABLES[t]) for t in TABLES})
+
+
+def assert_rundata_equal(got: RunData, want: RunData) -> None:
+    for table in TABLES:
+        pd.testing.assert_frame_equal(getattr(got, table), getattr(want, table), check_exact=True)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "runs.sqlite") as s:
+        yield s
+
+
+def sql(path: Path, statement: str, params: tuple = ()) -> list[tuple]:
+    """Run one statement on a plain connection, as another tool or process would, and commit."""
+    with closing(sqlite3.connect(path)) as conn, conn:
+        return conn.execute(statement, params).fetchall()
+
+
+def test_round_trip_keeps_values_and_dtypes(store):
+    run_id, written = write_run(store, steps=7)
+    data = store.load(run_id)
+    assert_rundata_equal(data, expected(written))
+    for table in TABLES:
+        assert getattr(data, table).dtypes.equals(getattr(RunData(), table).dtypes), table
+    values = data.metrics["value"]
+    assert values.isna().any() and (values == INF).any() and (values == -INF).any()
+    assert data.metrics["layer"].isna().any() and data.events["time_step"].isna().any()
+
+
+def test_nan_is_stored_as_null_and_read_back_as_nan(store):
+    run_id = store.create_run({})
+    writer = store.writer(run_id)
+    writer.add(1, metrics=[(1, "loss", None, "", NAN), (1, "metric", None, "", INF), (1, "penalty", None, "", -INF)])
+    writer.flush()
+    stored = sql(store.path, "SELECT value FROM metrics ORDER BY rowid")
+    assert stored == [(None,), (INF,), (-INF,)]
+    values = store.load(run_id).metrics["value"].tolist()
+    assert math.isnan(values[0]) and values[1:] == [INF, -INF]
+
+
+def test_empty_run_loads_empty_tables_with_contract_dtypes(store):
+    data = store.load(store.create_run({}))
+    for table in TABLES:
+        got, want = getattr(data, table), getattr(RunData(), table)
+        assert got.empty and list(got.columns) == TABLES[table] and got.dtypes.equals(want.dtypes)
+
+
+@pytest.mark.parametrize("since_step", [0, 1, 4, 6, 9], ids=lambda s: f"since{s}")
+def test_load_since_step_returns_only_later_steps(store, since_step):
+    run_id, written = write_run(store, steps=6)
+    data = store.load(run_id, since_step=since_step)
+    assert_rundata_equal(data, expected(written, since_step))
+    assert sorted(set(data.metrics["step"])) == list(range(since_step + 1, 7))
+
+
+def test_runs_are_listed_newest_first_with_their_bookkeeping(store):
+    first = store.create_run({"name": "a", "lr": NAN})
+    second, _ = write_run(store, steps=4)
+    runs = store.list_runs()
+    assert [r.id for r in runs] == [second, first]
+    assert runs[1] == store.get_run(first)
+    assert runs[1].config == {"name": "a", "lr": None}
+    assert (runs[1].status, runs[1].steps_done, runs[1].summary) == ("running", 0, {})
+    assert (runs[0].status, runs[0].steps_done, runs[0].summary) == ("completed", 4, {"final_loss": 0.5})
+    created = pd.Timestamp(runs[0].created)
+    assert created.tzinfo is not None and created.utcoffset().total_seconds() == 0
+
+
+def test_finish_records_end_and_makes_summary_strict_json(store):
+    run_id = store.create_run({})
+    store.finish(run_id, "diverged", 12, {"loss": INF, "nested": [NAN, 1.0]})
+    info = store.get_run(run_id)
+    assert isinstance(info, RunInfo)
+    assert (info.status, info.steps_done, info.summary) == ("diverged", 12, {"loss": None, "nested": [None, 1.0]})
+
+
+def test_finish_rejects_unknown_status(store):
+    run_id = store.create_run({})
+    with pytest.raises(StoreError, match="completed, diverged, stopped"):
+        store.finish(run_id, "interrupted", 3, {})
+    assert store.get_run(run_id).status == "running"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.get_run(7),
+        lambda s: s.load(7),
+        lambda s: s.delete(7),
+        lambda s: s.writer(7),
+        lambda s: s.finish(7, "completed", 1, {}),
+        lambda s: s.export(7, "csv", s.path.parent / "out"),
+    ],
+    ids=["get_run", "load", "delete", "writer", "finish", "export"],
+)
+def test_unknown_run_names_it_and_the_file(store, call):
+    with pytest.raises(StoreError) as err:
+        call(store)
+    assert str(err.value) == f"no run 7 in {store.path}; `python -m diagnostics runs` lists them"
+
+
+def test_delete_removes_that_run_only(store):
+    keep, kept_rows = write_run(store, steps=5, seed=1)
+    gone, _ = write_run(store, steps=5, seed=2)
+    store.delete(gone)
+    assert [r.id for r in store.list_runs()] == [keep]
+    assert_rundata_equal(store.load(keep), expected(kept_rows))
+    for table in TABLES:
+        assert sql(store.path, f"SELECT count(*) FROM {table} WHERE run_id = ?", (gone,)) == [(0,)]
+    assert store.create_run({}) == gone + 1  # ids are never reused
+
+
+def test_writer_commits_every_flush_every_steps(store):
+    run_id = store.create_run({})
+    writer = store.writer(run_id, flush_every=3)
+    for step in range(1, 8):
+        writer.add(step, metrics=[(step, "loss", None, "", float(step))])
+    assert store.load(run_id).metrics["step"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert store.get_run(run_id).steps_done == writer.steps_done == 6
+    writer.close("stopped", {})
+    assert store.load(run_id).metrics["step"].tolist() == list(range(1, 8))
+    assert (store.get_run(run_id).status, store.get_run(run_id).steps_done) == ("stopped", 7)
+    with pytest.raises(StoreError, match="closed"):
+        writer.add(8)
+
+
+def test_failed_flush_writes_nothing_and_keeps_the_store_usable(store):
+    kept, kept_rows = write_run(store, steps=2)
+    run_id = store.create_run({})
+    writer = store.writer(run_id, flush_every=10)
+    writer.add(1, metrics=[(1, "loss", None, "", 1.0)], time_grads=[(1, 0, 1)])  # a value short
+    with pytest.raises(sqlite3.ProgrammingError):
+        writer.flush()
+    assert store.load(run_id).metrics.empty and store.get_run(run_id).steps_done == 0
+    assert_rundata_equal(store.load(kept), expected(kept_rows))
+    assert store.create_run({}) == run_id + 1
+
+
+def read_export(path: Path, like: pd.DataFrame) -> pd.DataFrame:
+    """Re-read an exported table with plain pandas, cast to the dtypes load() gives."""
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+    else:
+        numeric = [c for c in like.columns if like[c].dtype != object]
+        df = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in numeric})
+    return df.astype(like.dtypes.to_dict())
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_rereads_equal_to_load(store, tmp_path, fmt):
+    run_id, _ = write_run(store, steps=5)
+    paths = store.export(run_id, fmt, tmp_path / "out")
+    names = [f"{t}.{fmt}" for t in TABLES] + ["run.json"]
+    assert paths == [tmp_path / "out" / n for n in names]
+    data = store.load(run_id)
+    for table, path in zip(TABLES, paths):
+        want = getattr(data, table)
+        pd.testing.assert_frame_equal(read_export(path, want), want, check_exact=True)
+    run = json.loads(paths[-1].read_text())
+    assert run == {
+        "id": run_id,
+        "created": store.get_run(run_id).created,
+        "config": {"seed": 0, "lr": 0.1},
+        "status": "completed",
+        "steps_done": 5,
+        "summary": {"final_loss": 0.5},
+    }
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "CSV", ""], ids=["xlsx", "uppercase", "empty"])
+def test_export_rejects_unknown_format_and_writes_nothing(store, tmp_path, fmt):
+    run_id, _ = write_run(store, steps=2)
+    with pytest.raises(StoreError, match=f"unknown export format '{fmt}'; use one of: csv, parquet"):
+        store.export(run_id, fmt, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def random_bytes(path: Path) -> None:
+    path.write_bytes(random.Random(3).randbytes(4096))
+
+
+def text_file(path: Path) -> None:
+    path.write_text("step,loss\n1,0.5\n")
+
+
+def sqlite_file(*statements: str):
+    def make(path: Path) -> None:
+        conn = sqlite3.connect(path)
+        for sql in statements:
+            conn.execute(sql)
+        conn.commit()
+        conn.close()
+
+    return make
+
+
+FOREIGN = [
+    (random_bytes, "not an SQLite database"),
+    (text_file, "not an SQLite database"),
+    (sqlite_file("CREATE TABLE users (id INTEGER, name TEXT)", "INSERT INTO users VALUES (1, 'a')"), "no 'meta' table"),
+    (sqlite_file("CREATE TABLE meta (a, b)"), "no such column"),
+    (
+        sqlite_file("CREATE TABLE meta (key TEXT, value TEXT)", "INSERT INTO meta VALUES ('app', 'other-tool')"),
+        "meta app is 'other-tool'",
+    ),
+    (
+        sqlite_file(
+            "CREATE TABLE meta (key TEXT, value TEXT)",
+            "INSERT INTO meta VALUES ('app', 'gradient-flow-lab'), ('schema_version', '1')",
+        ),
+        "missing tables ['events', 'gates', 'metrics', 'runs', 'time_grads']",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "make, reason", FOREIGN, ids=["random-bytes", "text", "unrelated-sqlite", "other-meta", "other-app", "no-tables"]
+)
+def test_foreign_file_is_refused_untouched(tmp_path, make, reason):
+    path = tmp_path / "x.sqlite"
+    make(path)
+    before, listing = path.read_bytes(), sorted(os.listdir(tmp_path))
+    with pytest.raises(StoreError) as err:
+        Store(path)
+    message = str(err.value)
+    assert str(path) in message and reason in message and "pass another --db path" in message
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == listing
+
+
+def test_other_schema_version_is_refused_untouched(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    with Store(path) as s:
+        write_run(s, steps=2)
+    sql(path, "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    before = path.read_bytes()
+    with pytest.raises(StoreError) as err:
+        Store(path)
+    assert str(err.value).startswith(f"{path} has store schema version {SCHEMA_VERSION + 1} but this code reads")
+    assert path.read_bytes() == before
+
+
+def test_new_path_gets_folder_schema_and_wal(tmp_path):
+    path = tmp_path / "a" / "b" / "runs.sqlite"
+    with Store(path) as s:
+        assert s.path == path and s.list_runs() == []
+    assert sql(path, "PRAGMA journal_mode") == [("wal",)]
+    assert dict(sql(path, "SELECT key, value FROM meta")) == {"app": "gradient-flow-lab", "schema_version": "1"}
+
+
+def test_reopening_keeps_runs(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    with Store(path) as s:
+        run_id, written = write_run(s, steps=3)
+    with Store(path) as s:
+        assert s.get_run(run_id).status == "completed"
+        assert_rundata_equal(s.load(run_id), expected(written))
+
+
+def test_default_path_follows_env_else_runs_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(DEFAULT_DB_ENV, str(tmp_path / "elsewhere.sqlite"))
+    assert default_db_path() == tmp_path / "elsewhere.sqlite"
+    monkeypatch.delenv(DEFAULT_DB_ENV)
+    monkeypatch.chdir(tmp_path)
+    assert default_db_path() == Path("runs/runs.sqlite")
+    with Store() as s:
+        assert s.path == tmp_path / "runs" / "runs.sqlite" and s.path.is_file()
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["same-store-object", "second-store-object"])
+def test_reader_thread_sees_committed_rows_while_writer_is_open(store, shared):
+    run_id = store.create_run({})
+    writer = store.writer(run_id, flush_every=100)
+    reader = store if shared else Store(store.path)
+    seen = {}
+
+    def read(key):
+        thread = threading.Thread(target=lambda: seen.update({key: reader.load(run_id).metrics["step"].tolist()}))
+        thread.start()
+        thread.join()
+
+    for step in (1, 2, 3):
+        writer.add(step, metrics=[(step, "loss", None, "", 1.0)])
+    read("buffered")
+    writer.flush()
+    writer.add(4, metrics=[(4, "loss", None, "", 1.0)])
+    read("flushed")
+    other_connection = sql(store.path, "SELECT step FROM metrics WHERE run_id = ?", (run_id,))
+    assert seen == {"buffered": [], "flushed": [1, 2, 3]}
+    assert other_connection == [(1,), (2,), (3,)]
+    assert reader.get_run(run_id).steps_done == 3
+
+
+def test_threads_write_separate_runs_concurrently(store):
+    run_ids = [store.create_run({"worker": i}) for i in range(4)]
+
+    def work(run_id):
+        writer = store.writer(run_id, flush_every=2)
+        for step in range(1, 31):
+            writer.add(step, metrics=[(step, "loss", None, "", float(run_id * 1000 + step))])
+        writer.close("completed", {})
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in run_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for run_id in run_ids:
+        assert store.load(run_id).metrics["value"].tolist() == [float(run_id * 1000 + s) for s in range(1, 31)]
+        assert store.get_run(run_id).status == "completed"
+
+
+CHILD = """
+import sys, time
+from diagnostics.store import Store
+store = Store(sys.argv[1])
+run_id = store.create_run({"child": True})
+writer = store.writer(run_id, flush_every=1000)
+for step in range(1, 6):
+    writer.add(step, metrics=[(step, "loss", None, "", float(step))])
+writer.flush()
+writer.add(6, metrics=[(6, "loss", None, "", 6.0)])
+print(run_id, "ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_killed_writer_reads_back_interrupted_with_flushed_steps(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = child.stdout.readline().split()
+        assert line[1:] == ["ready"], child.stderr.read() if child.poll() is not None else line
+        run_id = int(line[0])
+        with Store(path) as s:
+            assert s.get_run(run_id).status == "running"
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=10)
+            info = s.get_run(run_id)
+            assert (info.status, info.steps_done, info.config) == ("interrupted", 5, {"child": True})
+            assert s.load(run_id).metrics["value"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+            assert [r.status for r in s.list_runs()] == ["interrupted"]
+        stored = sql(path, "SELECT status FROM runs")
+        assert stored == [("running",)]  # the reported status is derived; reading wrote nothing
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_opening_a_writer_makes_this_process_the_runs_owner(store):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    run_id = store.create_run({})
+    sql(store.path, "UPDATE runs SET pid = ? WHERE id = ?", (gone.pid, run_id))
+    assert store.get_run(run_id).status == "interrupted"
+    store.writer(run_id)
+    assert store.get_run(run_id).status == "running"
+    assert sql(store.path, "SELECT pid FROM runs WHERE id = ?", (run_id,)) == [(os.getpid(),)]
+
+
+@pytest.mark.parametrize(
+    "age, status",
+    [(0, "running"), (STALE_SECONDS - 10, "running"), (STALE_SECONDS + 10, "interrupted")],
+    ids=["fresh", "nearly-stale", "stale"],
+)
+def test_run_on_another_host_is_interrupted_once_heartbeat_is_stale(store, age, status):
+    run_id = store.create_run({})
+    sql(store.path, "UPDATE runs SET host = 'elsewhere', heartbeat = ? WHERE id = ?", (time.time() - age, run_id))
+    assert store.get_run(run_id).status == status
+
+
+@pytest.mark.parametrize(
+    "obj, text",
+    [
+        (
+            {"a": NAN, "b": [INF, -INF, 1.5], "c": {"d": (NAN, 2)}},
+            '{"a": null, "b": [null, null, 1.5], "c": {"d": [null, 2]}}',
+        ),
+        ([1, "x", None, True], '[1, "x", null, true]'),
+        (-INF, "null"),
+    ],
+    ids=["nested", "finite-untouched", "bare-inf"],
+)
+def test_strict_json_turns_nonfinite_into_null(obj, text):
+    assert strict_json(obj) == text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard constant {c}"))
