@@ -75,6 +75,9 @@ CREATE TABLE IF NOT EXISTS events (
     {_RUN_REF}, step INTEGER NOT NULL, kind TEXT NOT NULL, tensor TEXT NOT NULL, layer INTEGER, time_step INTEGER,
     nan INTEGER NOT NULL, posinf INTEGER NOT NULL, neginf INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS checkpoints (
+    {_RUN_REF}, step INTEGER NOT NULL, weights BLOB NOT NULL, PRIMARY KEY (run_id, step)
+);
 CREATE INDEX IF NOT EXISTS metrics_run_step ON metrics (run_id, step);
 CREATE INDEX IF NOT EXISTS metrics_run_name_step ON metrics (run_id, name, step);
 CREATE INDEX IF NOT EXISTS time_grads_run_step ON time_grads (run_id, step);
@@ -169,7 +172,7 @@ def _validate(path: Path) -> None:
             f"{path} has store schema version {meta.get('schema_version')} but this code reads version "
             f"{SCHEMA_VERSION}; use the matching Gradient Flow Lab version or {hint}"
         )
-    missing = sorted({"runs", *_TABLES} - tables)
+    missing = sorted({"runs", "checkpoints", *_TABLES} - tables)
     if missing:
         raise StoreError(f"{path} is a damaged Gradient Flow Lab store (missing tables {missing}); {hint}")
 
@@ -293,6 +296,21 @@ class Store:
                 sql = f"SELECT {', '.join(columns)} FROM {table} WHERE run_id = ? AND step > ? ORDER BY step, rowid"
                 tables[table] = frame(conn.execute(sql, (run_id, since_step)).fetchall(), columns)
         return RunData(**tables)
+
+    def save_checkpoint(self, run_id: int, step: int, weights: bytes) -> None:
+        """Keep a run's weights (serialised state dict) so pages can look inside the trained model later."""
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            self._row(conn, run_id)
+            conn.execute("INSERT OR REPLACE INTO checkpoints (run_id, step, weights) VALUES (?, ?, ?)",
+                         (run_id, step, sqlite3.Binary(weights)))
+
+    def load_checkpoint(self, run_id: int) -> tuple[int, bytes] | None:
+        """(step, weights) of the run's latest checkpoint, or None when it has none."""
+        with self._transaction("BEGIN") as conn:
+            self._row(conn, run_id)
+            row = conn.execute("SELECT step, weights FROM checkpoints WHERE run_id = ? ORDER BY step DESC LIMIT 1",
+                               (run_id,)).fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
 
     def delete(self, run_id: int) -> None:
         """Remove one run and its rows (cascading), leaving every other run as it was."""

@@ -108,8 +108,10 @@ def evaluate(model: RecurrentModel, config: RunConfig) -> float:
 
 
 def train(config: RunConfig, sink: Sink | None = None, stop: threading.Event | None = None,
-          on_step: Callable[[RunSummary], None] | None = None, run_id: int | None = None) -> tuple[RunSummary, rd.RunData | None]:
-    """Train one run, recording into `sink` (a fresh `MemorySink` when None, whose data is returned).
+          on_step: Callable[[RunSummary], None] | None = None, run_id: int | None = None,
+          on_end: Callable[[RecurrentModel, RunSummary], None] | None = None) -> tuple[RunSummary, rd.RunData | None]:
+    """Train one run, recording into `sink` (a fresh `MemorySink` when None, whose data is returned);
+    `on_end` receives the trained model (e.g. to keep a checkpoint).
 
     Deterministic: the same config (seed included) gives identical numbers on CPU."""
     # Denormal floats make CPU arithmetic up to 10x slower once gradients vanish; flushing them to zero
@@ -196,6 +198,8 @@ def train(config: RunConfig, sink: Sink | None = None, stop: threading.Event | N
     summary.train_seconds = time.perf_counter() - started
     fit = time_gradient_fit(summary.time_grad_profile) if summary.time_grad_profile else None
     summary.time_grad_ratio = fit.ratio if fit else None
+    if on_end is not None:
+        on_end(model, summary)
     data = memory.data() if memory is not None else None
     return summary, data
 

@@ -281,7 +281,7 @@ FOREIGN = [
             "CREATE TABLE meta (key TEXT, value TEXT)",
             "INSERT INTO meta VALUES ('app', 'gradient-flow-lab'), ('schema_version', '1')",
         ),
-        "missing tables ['events', 'gates', 'metrics', 'runs', 'time_grads']",
+        "missing tables ['checkpoints', 'events', 'gates', 'metrics', 'runs', 'time_grads']",
     ),
 ]
 
@@ -464,3 +464,15 @@ def test_run_on_another_host_is_interrupted_once_heartbeat_is_stale(store, age, 
 def test_strict_json_turns_nonfinite_into_null(obj, text):
     assert strict_json(obj) == text
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard constant {c}"))
+
+
+def test_checkpoint_round_trip_keeps_the_latest(tmp_path):
+    store = Store(tmp_path / "runs.sqlite")
+    run = store.create_run({"cell": "rnn"})
+    assert store.load_checkpoint(run) is None
+    store.save_checkpoint(run, 5, b"\x00early")
+    store.save_checkpoint(run, 9, b"\x00late\xff")
+    assert store.load_checkpoint(run) == (9, b"\x00late\xff")
+    store.delete(run)
+    with pytest.raises(StoreError, match=f"no run {run}"):
+        store.load_checkpoint(run)

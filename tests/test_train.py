@@ -9,7 +9,7 @@ import torch
 from diagnostics import rundata as rd
 from diagnostics.config import RunConfig
 from diagnostics.model import build
-from diagnostics.train import l2_penalty, train
+from diagnostics.train import EVAL_BATCH, EVAL_SEED_OFFSET, l2_penalty, train
 
 SMALL = dict(hidden_size=8, batch_size=16, seq_len=6, steps=3, record_every=1)
 
@@ -208,3 +208,18 @@ def test_record_every_zero_records_only_cheap_scalars():
     _, data = train(RunConfig(**{**SMALL, "record_every": 0}))
     assert data.time_grads.empty and data.gates.empty
     assert len(data.series(rd.LOSS)) == 3
+
+
+def test_stored_run_keeps_its_trained_weights(tmp_path):
+    from diagnostics.runner import load_trained_model, run_into_store
+    from diagnostics.store import Store
+
+    store = Store(tmp_path / "runs.sqlite")
+    config = RunConfig(cell="lstm", **SMALL)
+    summary = run_into_store(config, store)
+    model, step = load_trained_model(store, summary.run_id)
+    assert step == 3
+    inputs, targets = model.task.sample(EVAL_BATCH, torch.Generator().manual_seed(config.seed + EVAL_SEED_OFFSET))
+    with torch.no_grad():
+        accuracy = model.task.metric(model(inputs)[0], targets).item()
+    assert accuracy == pytest.approx(summary.final_metric)  # same weights, same held-out batch
