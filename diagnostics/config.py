@@ -138,7 +138,7 @@ class RunConfig:
 
 
 # Query parameters that are not config fields but are allowed beside them in a share link.
-EXTRA_QUERY_KEYS = ("autorun", "lesson", "page", "run")
+EXTRA_QUERY_KEYS = ("autorun", "lesson", "variant", "page", "run")
 
 
 def field_map() -> dict[str, dataclasses.Field]:

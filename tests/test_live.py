@@ -1,0 +1,70 @@
+"""RunManager: background runs, the server-wide cap with its queue, and Stop."""
+
+import time
+
+import pytest
+
+from diagnostics.config import RunConfig
+from diagnostics.live import RunManager, max_runs_from_env
+
+SMALL = RunConfig(hidden_size=8, batch_size=8, seq_len=5, steps=5, record_every=1)
+LONG = SMALL.replace(steps=100_000)
+
+
+def wait_for(predicate, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail("condition not reached in time")
+
+
+def test_a_run_trains_into_the_store_in_the_background(tmp_path):
+    manager = RunManager(tmp_path / "runs.sqlite", max_concurrent=1)
+    run = manager.submit(SMALL, owner="tab-1")
+    wait_for(lambda: run.state == "done")
+    assert run.error is None and run.summary.status == "completed" and run.steps_done == 5
+    stored = manager.store.get_run(run.run_id)
+    assert (stored.status, stored.steps_done, stored.config["seed"]) == ("completed", 5, 0)
+    assert run.owner == "tab-1"
+
+
+def test_cap_queues_later_runs_in_order_and_stop_frees_the_slot(tmp_path):
+    manager = RunManager(tmp_path / "runs.sqlite", max_concurrent=1)
+    first = manager.submit(LONG, owner="a")
+    wait_for(lambda: first.state == "running" and first.steps_done > 0)
+    second = manager.submit(SMALL, owner="b")
+    third = manager.submit(SMALL.replace(seed=3), owner="c")
+    assert (manager.queue_position(second), manager.queue_position(third)) == (1, 2)
+    assert second.state == "queued" and second.run_id is None
+
+    started = time.monotonic()
+    manager.stop(first)
+    wait_for(lambda: first.state == "done", seconds=5)
+    assert time.monotonic() - started < 1.0  # Stop ends a run within a second
+    assert first.summary.status == "stopped"
+    assert manager.store.get_run(first.run_id).status == "stopped"
+
+    wait_for(lambda: third.state == "done")
+    assert second.summary.status == third.summary.status == "completed"
+    assert second.run_id < third.run_id  # first in, first out
+    assert manager.queue_position(third) is None and manager.active() == []
+
+
+def test_stopping_a_queued_run_means_it_never_starts(tmp_path):
+    manager = RunManager(tmp_path / "runs.sqlite", max_concurrent=1)
+    first = manager.submit(LONG, owner="a")
+    wait_for(lambda: first.state == "running")
+    queued = manager.submit(SMALL, owner="b")
+    manager.stop(queued)
+    manager.stop(first)
+    wait_for(lambda: queued.state == "done")
+    assert queued.run_id is None and [r.id for r in manager.store.list_runs()] == [first.run_id]
+
+
+@pytest.mark.parametrize("raw,expected", [("", 2), ("3", 3), ("0", 2), ("many", 2)],
+                         ids=["unset", "three", "zero", "text"])
+def test_cap_comes_from_the_environment(monkeypatch, raw, expected):
+    monkeypatch.setenv("GFL_MAX_RUNS", raw)
+    assert max_runs_from_env() == expected
