@@ -3,7 +3,8 @@
 PyTorch's fused `nn.RNN/LSTM/GRU` hide the per-time-step states, so ∂L/∂h_t and gate activations
 cannot be observed through them. Here time is unrolled in a visible loop (`h_t = step(x_t, h_prev)`)
 that keeps every h_t. Parameters use PyTorch's names, shapes and gate order (LSTM i, f, g, o; GRU r, z, n),
-so weights copy both ways and the fused modules serve as test oracles.
+so weights copy both ways and the fused modules serve as test oracles. The same layout lets `fastpath` run the
+fused kernels on these very parameters for training steps that record nothing per time step.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 GATE_BLOCKS = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -30,28 +32,35 @@ class Trace:
     cells: list[list[Tensor]] = field(default_factory=list)  # LSTM cell states, per layer, per t
 
 
-def rnn_step(xw_t: Tensor, h_prev: Tensor, W_hh: Tensor, b_hh: Tensor, act) -> tuple[Tensor, dict[str, Tensor]]:
-    """Elman step h_t = act(W_ih x_t + b_ih + W_hh h_prev + b_hh); `xw_t` is the precomputed input part."""
-    return act(xw_t + h_prev @ W_hh.T + b_hh), {}
+def rnn_step(xw_t: Tensor, h_prev: Tensor, W_hh_T: Tensor, act) -> tuple[Tensor, dict[str, Tensor]]:
+    """Elman step h_t = act(W_ih x_t + b_ih + W_hh h_prev + b_hh); `xw_t` holds the input part and both biases."""
+    return act(torch.addmm(xw_t, h_prev, W_hh_T)), {}
 
 
-def lstm_step(xw_t: Tensor, h_prev: Tensor, c_prev: Tensor, W_hh: Tensor, b_hh: Tensor):
-    """LSTM step (Hochreiter & Schmidhuber 1997, with forget gate): the cell state c_t is what gates keep."""
-    i, f, g, o = (xw_t + h_prev @ W_hh.T + b_hh).chunk(4, dim=-1)
-    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-    c_t = f * c_prev + i * g
-    h_t = o * torch.tanh(c_t)
+def lstm_step(xw_t: Tensor, h_prev: Tensor, c_prev: Tensor, W_hh_T: Tensor):
+    """LSTM step (Hochreiter & Schmidhuber 1997, with forget gate): the cell state c_t is what gates keep.
+
+    `xw_t` holds W_ih x_t and both biases. Few, fused ops, because each op in this loop costs a Python call
+    and an autograd node: one addmm; one sigmoid over all four blocks (the candidate block's result is unused,
+    which is cheaper than a call per block); addcmul."""
+    H = h_prev.shape[-1]
+    pre = torch.addmm(xw_t, h_prev, W_hh_T)
+    i, f, _, o = pre.sigmoid().chunk(4, dim=-1)
+    g = pre[:, 2 * H:3 * H].tanh()
+    c_t = torch.addcmul(f * c_prev, i, g)
+    h_t = o * c_t.tanh()
     return h_t, c_t, {"input": i, "forget": f, "candidate": g, "output": o}
 
 
-def gru_step(xw_t: Tensor, h_prev: Tensor, W_hh: Tensor, b_hh: Tensor):
-    """GRU step (Cho et al. 2014) in PyTorch's form: the reset gate multiplies W_hn h + b_hn."""
-    x_r, x_z, x_n = xw_t.chunk(3, dim=-1)
-    h_r, h_z, h_n = (h_prev @ W_hh.T + b_hh).chunk(3, dim=-1)
-    r = torch.sigmoid(x_r + h_r)
-    z = torch.sigmoid(x_z + h_z)
-    n = torch.tanh(x_n + r * h_n)
-    h_t = (1 - z) * n + z * h_prev
+def gru_step(xw_rz_t: Tensor, xw_n_t: Tensor, h_prev: Tensor, W_hh_T: Tensor, b_hh: Tensor):
+    """GRU step (Cho et al. 2014) in PyTorch's form: the reset gate multiplies W_hn h + b_hn.
+
+    `xw_rz_t`, `xw_n_t` are W_ih x_t + b_ih split into the reset/update and candidate blocks."""
+    H = h_prev.shape[-1]
+    hw = torch.addmm(b_hh, h_prev, W_hh_T)
+    r, z = (xw_rz_t + hw[:, :2 * H]).sigmoid().chunk(2, dim=-1)
+    n = torch.addcmul(xw_n_t, r, hw[:, 2 * H:]).tanh()
+    h_t = torch.addcmul(n, z, h_prev - n)  # (1 - z)·n + z·h_prev in two ops
     return h_t, {"reset": r, "update": z, "candidate": n}
 
 
@@ -89,23 +98,36 @@ class RecurrentNet(nn.Module):
         layer_in = x
         for k in range(self.num_layers):
             W_ih, W_hh, b_ih, b_hh = self.layer_params(k)
+            # The LSTM and vanilla cells add b_hh outside any gate, so it joins the precomputed input part;
+            # the GRU's b_hn sits inside r·(W_hn h + b_hn) and stays in the loop.
+            bias = b_ih if self.cell == "gru" else b_ih + b_hh
             # Input projections for all time steps in one matmul; only h_prev @ W_hh stays in the loop.
             if layer_in.dtype == torch.long:
-                xw = W_ih.T[layer_in] + b_ih  # a one-hot row times W_ih^T is a row lookup
+                # A one-hot row times W_ih^T is a row lookup. `embedding` on a contiguous copy gathers whole rows
+                # and sums their gradients in one pass: ~3x faster than indexing the strided W_ih.T.
+                xw = F.embedding(layer_in, W_ih.T.contiguous()) + bias
             else:
-                xw = layer_in @ W_ih.T + b_ih
+                xw = layer_in @ W_ih.T + bias
+            # One unbind instead of T slices: each slice's backward would fill a zero tensor of the full
+            # (B, T, G·H) size, which made the loop's backward grow with T².
+            if self.cell == "gru":
+                xs_rz, xs_n = xw[..., :2 * H].unbind(1), xw[..., 2 * H:].unbind(1)
+            else:
+                xs = xw.unbind(1)
+            W_hh_T = W_hh.T
             h = x.new_zeros((B, H), dtype=W_hh.dtype) if h0 is None else h0[k]
             c = x.new_zeros((B, H), dtype=W_hh.dtype) if c0 is None else c0[k]
             hs, cs = [], []
             gs: dict[str, list[Tensor]] = {name: [] for name in GATE_NAMES[self.cell]}
+            act = ACTIVATION_FNS[self.activation]
             for t in range(T):
                 if self.cell == "lstm":
-                    h, c, g = lstm_step(xw[:, t], h, c, W_hh, b_hh)
+                    h, c, g = lstm_step(xs[t], h, c, W_hh_T)
                     cs.append(c)
                 elif self.cell == "gru":
-                    h, g = gru_step(xw[:, t], h, W_hh, b_hh)
+                    h, g = gru_step(xs_rz[t], xs_n[t], h, W_hh_T, b_hh)
                 else:
-                    h, g = rnn_step(xw[:, t], h, W_hh, b_hh, ACTIVATION_FNS[self.activation])
+                    h, g = rnn_step(xs[t], h, W_hh_T, act)
                 hs.append(h)
                 if keep_gates:
                     for name, value in g.items():

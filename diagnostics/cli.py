@@ -11,7 +11,7 @@ import threading
 import time
 
 from .config import ConfigError, RunConfig, allowed_text
-from .runner import run_into_store
+from .runner import run_into_store, use_torch_threads
 from .store import Store, StoreError, strict_json
 from .train import RunSummary
 
@@ -96,6 +96,7 @@ def cmd_train(args) -> int:
               if getattr(args, f.name) is not None}
     config = RunConfig.from_dict(values)
     store = Store(args.db)
+    use_torch_threads()
     stop = threading.Event()
 
     def request_stop(signum, frame):  # Ctrl-C / SIGTERM end the run cleanly as "stopped"

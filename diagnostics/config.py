@@ -49,8 +49,9 @@ class RunConfig:
     init_scale: float = _f(1.0, "Multiplier on the recurrent weights W_hh after initialisation; for 'normal' "
                                 "W_hh ~ N(0, init_scale²/hidden_size), so init_scale ≈ its spectral radius.",
                            "initialisation", lo=0.0, hi=100.0)
-    forget_bias: float = _f(1.0, "Initial LSTM forget-gate bias (Jozefowicz et al. 2015 recommend 1).",
-                            "initialisation", lo=-10.0, hi=10.0, applies={"cell": ("lstm",)})
+    forget_bias: float = _f(1.0, "Initial bias of the gate that keeps the state: the LSTM's forget gate, the "
+                                 "GRU's update gate (Jozefowicz et al. 2015 recommend 1).",
+                            "initialisation", lo=-10.0, hi=10.0, applies={"cell": ("lstm", "gru")})
     task: str = _f("agreement", "Long-range task: subject–verb agreement, the adding problem or the copy task.",
                    "task", choices=TASK_NAMES)
     seq_len: int = _f(10, "Distance the model must carry information: filler words (agreement), sequence "

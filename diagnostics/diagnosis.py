@@ -155,13 +155,15 @@ def _gated_for_explosion(config: RunConfig) -> Remedy | None:
 def _to_gru(config: RunConfig) -> Remedy | None:
     if config.cell != "rnn":
         return None
-    return Remedy("Use a GRU: its update gate lets the state pass through unchanged", {"cell": "gru"})
+    bias = {"forget_bias": FORGET_BIAS} if config.forget_bias < FORGET_BIAS else {}
+    return Remedy("Use a GRU: its update gate lets the state pass through unchanged", {"cell": "gru", **bias})
 
 
 def _forget_bias(config: RunConfig) -> Remedy | None:
-    if config.cell != "lstm" or config.forget_bias >= FORGET_BIAS:
+    if config.cell == "rnn" or config.forget_bias >= FORGET_BIAS:
         return None
-    return Remedy(f"Set the forget-gate bias to {FORGET_BIAS:g} (Jozefowicz et al. 2015)",
+    gate = "forget" if config.cell == "lstm" else "update"
+    return Remedy(f"Set the {gate}-gate bias to {FORGET_BIAS:g} (Jozefowicz et al. 2015)",
                   {"forget_bias": FORGET_BIAS})
 
 
@@ -235,8 +237,16 @@ def _describe_event(event: pd.Series) -> str:
     if tensor == "hidden":
         where = "" if t is None else f" at time step {t}"
         return f"the hidden state of layer {layer}{where}"
+    if tensor == "grad:hidden":
+        where = "" if t is None else f" at time step {t}"
+        return f"the gradient of the hidden state of layer {layer}{where}"
     if tensor.startswith("grad:"):
         return f"the gradient of {tensor.removeprefix('grad:')}"
+    if tensor.startswith("grad_norm"):
+        of = tensor.removeprefix("grad_norm").removeprefix(":") or "all parameters"
+        return f"the gradient norm of {of} (finite entries whose squares overflowed float32)"
+    if tensor == "penalty":
+        return "the L2 penalty (finite weights whose squares overflowed float32)"
     return f"the weights {tensor}"
 
 

@@ -9,8 +9,8 @@ fan-out is H (not G·H) and orthogonal / identity blocks are square and exactly 
 
 After the scheme, ``init_scale`` multiplies every recurrent matrix ``weight_hh``. For ``"normal"`` the
 scheme draws N(0, 1/H), so this single multiplication makes ``init_scale`` the standard-deviation
-factor, N(0, init_scale²/H) — it is applied once, never twice. For LSTMs the forget-gate bias is then
-set to ``forget_bias`` (see `initialise`).
+factor, N(0, init_scale²/H) — it is applied once, never twice. The bias of the gate that keeps the state
+(the LSTM's forget gate, the GRU's update gate) is then set to ``forget_bias`` (see `initialise`).
 """
 
 from __future__ import annotations
@@ -125,6 +125,10 @@ def _check(rnn: torch.nn.Module, cell: str, activation: str, init: str) -> None:
                              f"{expected}, got {tuple(tuple(s) for s in shapes)}")
 
 
+# Cells whose block 1 is the gate that keeps the state: LSTM forget gate f, GRU update gate z.
+KEEP_GATE_CELLS = ("lstm", "gru")
+
+
 def initialise(rnn: torch.nn.Module, *, cell: str, activation: str, init: str, init_scale: float = 1.0,
                forget_bias: float = 0.0, generator: torch.Generator | None = None) -> None:
     """Put the recurrent net in a chosen, reproducible start state (in place, all draws from `generator`)."""
@@ -147,8 +151,9 @@ def initialise(rnn: torch.nn.Module, *, cell: str, activation: str, init: str, i
                 else:
                     bias.zero_()
             getattr(rnn, f"weight_hh_l{k}").mul_(init_scale)
-            if cell == "lstm" and getattr(rnn, f"bias_ih_l{k}", None) is not None:
+            if cell in KEEP_GATE_CELLS and getattr(rnn, f"bias_ih_l{k}", None) is not None:
                 # Jozefowicz et al. 2015: a forget bias of 1 keeps the cell state (and its gradient) flowing
-                # early in training. bias_hh's block is zeroed so the effective bias is exactly forget_bias.
+                # early in training; the GRU's update gate z (block 1: r, z, n) keeps h_{t-1} where z ≈ 1, so
+                # the same bias opens it. bias_hh's block is zeroed so the effective bias is exactly forget_bias.
                 getattr(rnn, f"bias_ih_l{k}")[H:2 * H] = forget_bias
                 getattr(rnn, f"bias_hh_l{k}")[H:2 * H] = 0.0

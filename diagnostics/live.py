@@ -6,19 +6,26 @@ progress. One `RunManager` serves the whole server, so the cap holds across brow
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from .config import RunConfig
-from .runner import run_into_store
+from .runner import run_into_store, use_torch_threads
 from .store import Store
 from .train import RunSummary
 
 MAX_RUNS_ENV = "GFL_MAX_RUNS"
 DEFAULT_MAX_RUNS = 2  # one per core of the reference 2-core server
+MAX_WAITING = 20  # a longer queue is refused: a public demo must not pile up threads and hours of work
+# A run whose page has not polled for this long was abandoned (tab closed, page reloaded): it is stopped, so a
+# visitor who leaves does not keep a slot. Pages poll every second while a run is live.
+ABANDONED_SECONDS = 30.0
+KEEP_DONE = 100  # finished runs kept in memory for their pages' final view; older ones are in the store only
 
 
 def max_runs_from_env() -> int:
@@ -42,6 +49,7 @@ class LiveRun:
     summary: RunSummary | None = None
     error: str | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
+    last_seen: float = field(default_factory=time.monotonic)  # when its page last polled it
 
     @property
     def eta_seconds(self) -> float | None:
@@ -50,49 +58,95 @@ class LiveRun:
         return (self.config.steps - self.steps_done) / self.steps_per_second
 
 
-class RunManager:
-    """Starts runs in worker threads, at most `max_concurrent` at a time; later ones wait in order."""
+class QueueFull(Exception):
+    """The server's waiting line is full; the message says what to do."""
 
-    def __init__(self, store_path: str | os.PathLike | None = None, max_concurrent: int | None = None):
+
+class RunManager:
+    """Starts runs in worker threads, at most `max_concurrent` at a time; later ones wait, first in first out."""
+
+    def __init__(self, store_path: str | os.PathLike | None = None, max_concurrent: int | None = None,
+                 abandoned_seconds: float = ABANDONED_SECONDS):
         self.store = Store(store_path)
         self.max_concurrent = max_concurrent or max_runs_from_env()
-        self._slots = threading.Semaphore(self.max_concurrent)
-        self._lock = threading.Lock()
-        self._queue: list[int] = []
+        self.abandoned_seconds = abandoned_seconds
+        use_torch_threads()  # process-wide: the server's runs share its cores one thread each
+        self._turn = threading.Condition()  # guards everything below; workers wait on it for their turn
+        self._queue: deque[int] = deque()
+        self._running = 0
         self._runs: dict[int, LiveRun] = {}
+        self._done: deque[int] = deque()
         self._handles = itertools.count(1)
+        self._threads: list[threading.Thread] = []
+        # A worker killed inside torch at interpreter exit aborts the process; stop them cleanly instead.
+        atexit.register(self.shutdown)
 
     def submit(self, config: RunConfig, owner: str) -> LiveRun:
         """Queue a run for `owner` (a browser session id) and start it as soon as a slot is free."""
         run = LiveRun(handle=next(self._handles), owner=owner, config=config)
-        with self._lock:
+        with self._turn:
+            if len(self._queue) >= MAX_WAITING:
+                raise QueueFull(f"The server is busy: {len(self._queue)} runs are waiting for "
+                                f"{self.max_concurrent} training slot(s). Try again in a few minutes.")
             self._runs[run.handle] = run
             self._queue.append(run.handle)
-        threading.Thread(target=self._work, args=(run,), name=f"gfl-run-{run.handle}", daemon=True).start()
+            self._threads = [t for t in self._threads if t.is_alive()]
+            thread = threading.Thread(target=self._work, args=(run,), name=f"gfl-run-{run.handle}", daemon=True)
+            self._threads.append(thread)
+        thread.start()
         return run
 
     def get(self, handle: int) -> LiveRun | None:
-        return self._runs.get(handle)
+        with self._turn:
+            return self._runs.get(handle)
+
+    def touch(self, run: LiveRun) -> None:
+        """The run's page is still watching it (called on every poll)."""
+        run.last_seen = time.monotonic()
 
     def queue_position(self, run: LiveRun) -> int | None:
         """1-based place in the waiting line, None once running or done."""
-        with self._lock:
+        with self._turn:
             return self._queue.index(run.handle) + 1 if run.handle in self._queue else None
 
     def stop(self, run: LiveRun) -> None:
         """Ask the run to end after its current step (or not to start, if still queued)."""
         run.stop_event.set()
+        with self._turn:
+            self._turn.notify_all()  # a queued run leaves the line at once
 
-    def active(self) -> list[LiveRun]:
-        return [r for r in self._runs.values() if r.state != "done"]
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop every run and wait for the workers, so each run ends as "stopped" with its steps kept."""
+        with self._turn:
+            runs, threads = list(self._runs.values()), list(self._threads)
+        for run in runs:
+            self.stop(run)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0))
+
+    def _abandoned(self, run: LiveRun) -> bool:
+        return time.monotonic() - run.last_seen > self.abandoned_seconds
+
+    def _wait_for_turn(self, run: LiveRun) -> bool:
+        """Block until this run heads the line and a slot is free (True), or it is stopped first (False)."""
+        with self._turn:
+            while not (self._queue[0] == run.handle and self._running < self.max_concurrent):
+                if run.stop_event.is_set() or self._abandoned(run):
+                    self._queue.remove(run.handle)
+                    self._turn.notify_all()
+                    return False
+                self._turn.wait(timeout=1.0)  # also wakes to notice an abandoned run
+            self._queue.popleft()
+            self._running += 1
+            self._turn.notify_all()  # the next in line may fit too
+            return True
 
     def _work(self, run: LiveRun) -> None:
-        with self._slots:
-            with self._lock:
-                self._queue.remove(run.handle)
-            if run.stop_event.is_set():
-                run.state = "done"
-                return
+        if not self._wait_for_turn(run):
+            self._finish(run, took_slot=False)
+            return
+        try:
             run.started = time.perf_counter()
             run.run_id = self.store.create_run(run.config.to_dict())
             run.state = "running"
@@ -100,11 +154,22 @@ class RunManager:
             def progress(summary: RunSummary) -> None:
                 run.steps_done = summary.steps_done
                 run.steps_per_second = summary.steps_done / max(time.perf_counter() - run.started, 1e-9)
+                if self._abandoned(run):
+                    run.stop_event.set()
 
-            try:
-                run.summary = run_into_store(run.config, self.store, stop=run.stop_event, on_step=progress,
-                                             run_id=run.run_id)
-            except Exception as e:  # shown on the page; the stored steps stay readable
-                run.error = f"{type(e).__name__}: {e}"
-            finally:
-                run.state = "done"
+            run.summary = run_into_store(run.config, self.store, stop=run.stop_event, on_step=progress,
+                                         run_id=run.run_id)
+        except Exception as e:  # shown on the page; the stored steps stay readable
+            kept = "everything it recorded before is kept" if run.run_id is not None else "nothing was recorded"
+            run.error = f"{e} ({type(e).__name__}); {kept}"
+        finally:
+            self._finish(run, took_slot=True)
+
+    def _finish(self, run: LiveRun, took_slot: bool) -> None:
+        with self._turn:
+            run.state = "done"
+            self._running -= took_slot
+            self._done.append(run.handle)
+            while len(self._done) > KEEP_DONE:
+                self._runs.pop(self._done.popleft(), None)
+            self._turn.notify_all()

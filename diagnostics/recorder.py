@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from . import rundata as rd
-from .cells import Trace
+from .cells import GATE_NAMES, Trace
 
 _LAYER = re.compile(r"^rnn\.\w+_l(\d+)$")
 SATURATION_TANH = 0.99  # |h| above this: tanh'(h) < 0.02, the unit passes almost no gradient
@@ -81,9 +81,10 @@ def retain_hidden_grads(trace: Trace) -> None:
 
 def time_grad_norms(trace: Trace) -> Tensor:
     """‖∂L/∂h_t‖ (Frobenius norm over batch and units) as a (layers, T) tensor; a state that received
-    no gradient counts as 0."""
-    return torch.stack([torch.stack([h.grad.norm() if h.grad is not None else h.new_zeros(())
-                                     for h in layer]) for layer in trace.hiddens])
+    no gradient counts as 0. One norm per layer over the stacked gradients, not one per time step."""
+    return torch.stack([torch.linalg.vector_norm(torch.stack([h.grad if h.grad is not None else torch.zeros_like(h)
+                                                              for h in layer]), dim=(1, 2))
+                        for layer in trace.hiddens])
 
 
 def first_nonfinite_hidden(trace: Trace) -> tuple[int, int, tuple[int, int, int]] | None:
@@ -107,6 +108,14 @@ def first_nonfinite_hidden_grad(hidden_grads: list[list[Tensor | None]]) -> tupl
     return None
 
 
+def _share(mask: Tensor, dim=None) -> Tensor:
+    """Share of True entries (NaN compares False, so it never counts). Summing the bool mask into int32 skips
+    the float copy that `.float().mean()` makes, which made these shares the dearest part of a recorded step."""
+    if dim is None:
+        return mask.sum(dtype=torch.int32) / mask.numel()
+    return mask.sum(dim, dtype=torch.int32) / mask.shape[dim]
+
+
 def saturation(h: Tensor, activation: str) -> Tensor:
     """Share of hidden units (over batch, time) stuck where the activation's derivative is ~0.
 
@@ -114,23 +123,27 @@ def saturation(h: Tensor, activation: str) -> Tensor:
     if activation == "relu":
         return (h.flatten(0, -2) <= 0).all(dim=0).float().mean()
     if activation == "sigmoid":
-        return ((h < SATURATION_SIGMOID) | (h > 1 - SATURATION_SIGMOID)).float().mean()
+        return _share((h < SATURATION_SIGMOID) | (h > 1 - SATURATION_SIGMOID))
     if activation == "linear":
         return h.new_zeros(())
-    return (h.abs() > SATURATION_TANH).float().mean()
+    return _share(h.abs() > SATURATION_TANH)
 
 
+@torch.no_grad()  # the statistics are data, not graph: without this every op would build autograd nodes
 def per_time_step_rows(step: int, trace: Trace, model: nn.Module, cell: str, activation: str,
                        rows: StepRows) -> None:
-    """Gradient through time, gates, saturation and spectra of a recorded step, in one batch."""
+    """Gradient through time, gates, saturation and spectra of a recorded step, in one batch.
+
+    Each layer's gates are stacked into one (gates, T, B·H) tensor, so the statistics take a few large ops
+    rather than a few per gate and time step."""
     norms = time_grad_norms(trace)  # (L, T)
+    L, T = norms.shape
     quantities = [norms.flatten()]
-    gate_keys = []
-    for k, gates in enumerate(trace.gates):
-        for name, values in gates.items():
-            g = torch.stack(values).flatten(1)  # (T, B·H)
-            quantities += [g.mean(1), (g < GATE_LOW).float().mean(1), (g > GATE_HIGH).float().mean(1)]
-            gate_keys.append((k, name))
+    names, G = GATE_NAMES[cell], len(GATE_NAMES[cell])
+    gate_layers = [k for k, gates in enumerate(trace.gates) if names and gates[names[0]]]
+    for k in gate_layers:
+        g = torch.stack([v for name in names for v in trace.gates[k][name]]).view(G, T, -1)
+        quantities += [g.mean(2), _share(g < GATE_LOW, dim=2), _share(g > GATE_HIGH, dim=2)]
     act = activation if cell == "rnn" else "tanh"
     sat = [saturation(torch.stack(layer), act) for layer in trace.hiddens]
     spectral = []
@@ -144,16 +157,17 @@ def per_time_step_rows(step: int, trace: Trace, model: nn.Module, cell: str, act
             spectral.append(torch.linalg.eigvals(W_hh).abs().max())
     flat = torch.cat([q.flatten() for q in quantities] + [torch.stack(sat + spectral)]).tolist()
 
-    L, T = norms.shape
     pos = 0
     for k in range(L):
         for t in range(T):
             rows.time_grads.append((step, k, t + 1, flat[pos]))
             pos += 1
-    for k, name in gate_keys:
-        means, lows, highs = flat[pos:pos + T], flat[pos + T:pos + 2 * T], flat[pos + 2 * T:pos + 3 * T]
-        rows.gates.extend((step, k, name, t + 1, means[t], lows[t], highs[t]) for t in range(T))
-        pos += 3 * T
+    for k in gate_layers:  # per layer: means, then shares low, then shares high, each (G, T) row-major
+        means, lows, highs = (flat[pos + i * G * T:pos + (i + 1) * G * T] for i in range(3))
+        for j, name in enumerate(names):
+            rows.gates.extend((step, k, name, t + 1, means[j * T + t], lows[j * T + t], highs[j * T + t])
+                              for t in range(T))
+        pos += 3 * G * T
     for k in range(L):
         rows.metrics.append((step, rd.HIDDEN_SATURATION, k, "", flat[pos]))
         pos += 1

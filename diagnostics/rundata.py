@@ -46,7 +46,8 @@ GATE_COLUMNS = ["step", "layer", "gate", "t", "mean", "frac_low", "frac_high"]
 EVENT_COLUMNS = ["step", "kind", "tensor", "layer", "time_step", "nan", "posinf", "neginf"]
 
 EVENT_NONFINITE = "nonfinite"  # kind of an event row; `tensor` is e.g. "loss", "grad:rnn.weight_hh_l0",
-# "rnn.weight_hh_l0" (the weight itself) or "hidden" (with layer and time_step)
+# "rnn.weight_hh_l0" (the weight itself), "hidden" (with layer and time_step), "grad:hidden" (∂L/∂h_t, with layer
+# and time_step), "grad_norm:rnn.weight_hh_l0" or "penalty" (finite entries whose float32 norm overflowed to +Inf)
 EVENT_SKIPPED_STEP = "skipped_step"  # on_nonfinite=skip: the optimiser step was not taken
 
 

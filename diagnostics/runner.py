@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 from typing import Callable
 
@@ -12,6 +13,21 @@ from .config import RunConfig
 from .store import Store
 from .model import RecurrentModel, build
 from .train import RunSummary, finish_diagnosis, train
+
+
+TORCH_THREADS_ENV = "GFL_TORCH_THREADS"
+
+
+def use_torch_threads() -> int:
+    """Set PyTorch's intra-op threads from $GFL_TORCH_THREADS (default 1) and return the number.
+
+    These models are small: splitting each matmul across threads costs more in synchronisation than it saves,
+    and on a busy 2-core machine two threads per run were measured 5–19× slower than one. Runs in parallel
+    use the cores instead (see GFL_MAX_RUNS)."""
+    raw = os.environ.get(TORCH_THREADS_ENV, "")
+    threads = int(raw) if raw.isdigit() and int(raw) > 0 else 1
+    torch.set_num_threads(threads)
+    return threads
 
 
 def run_into_store(config: RunConfig, store: Store, stop: threading.Event | None = None,

@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
+from . import fastpath
 from . import rundata as rd
 from .config import RunConfig
 from .diagnosis import diagnose, time_gradient_fit
@@ -84,13 +85,17 @@ def l2_penalty(model: nn.Module, weight_decay: float) -> torch.Tensor:
     return 0.5 * weight_decay * sum(w.pow(2).sum() for w in weights)
 
 
-def clip_gradients(config: RunConfig, params: list[nn.Parameter]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply the configured clipping; returns (pre-clip global norm, whether it changed anything)."""
+def clip_gradients(config: RunConfig, params: list[nn.Parameter],
+                   grad_norms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the configured clipping to gradients whose per-tensor norms are `grad_norms`; returns (pre-clip
+    global norm, whether it changed anything)."""
+    # The global norm is the norm of the per-tensor norms, as clip_grad_norm_ computes it; reusing the recorded
+    # ones saves a second pass over every gradient.
+    pre = torch.linalg.vector_norm(grad_norms)
     if config.clip == "norm":
         # Pascanu et al. 2013: rescale the whole gradient when its norm exceeds the threshold.
-        pre = torch.nn.utils.clip_grad_norm_(params, config.clip_threshold)
+        torch.nn.utils.clip_grads_with_norm_(params, config.clip_threshold, pre)
         return pre, pre > config.clip_threshold
-    pre = torch.nn.utils.get_total_norm([p.grad for p in params])
     if config.clip == "value":
         fired = torch.stack([p.grad.abs().max() for p in params]).max() > config.clip_threshold
         torch.nn.utils.clip_grad_value_(params, config.clip_threshold)
@@ -103,7 +108,7 @@ def evaluate(model: RecurrentModel, config: RunConfig) -> float:
     generator = torch.Generator().manual_seed(config.seed + EVAL_SEED_OFFSET)
     inputs, targets = model.task.sample(EVAL_BATCH, generator)
     with torch.no_grad():
-        outputs, _ = model(inputs, keep_gates=False)
+        outputs, _ = fastpath.forward(model, inputs, recorded=False)
         return float(model.task.metric(outputs, targets))
 
 
@@ -135,16 +140,18 @@ def train(config: RunConfig, sink: Sink | None = None, stop: threading.Event | N
         rows = StepRows()
         inputs, targets = task.sample(config.batch_size, data_gen)
         recorded = is_recorded(step, config.record_every)
-        outputs, trace = model(inputs, keep_gates=recorded)
+        # Unrecorded steps run PyTorch's fused kernel on the same parameters (trace None); recorded ones unroll.
+        outputs, trace = fastpath.forward(model, inputs, recorded)
         if recorded:
             retain_hidden_grads(trace)
-        loss = task.loss(outputs, targets)
-        penalty = l2_penalty(model, config.weight_decay)
-        optimizer.zero_grad(set_to_none=True)
-        (loss + penalty).backward()
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        grad_norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
-        pre, fired = clip_gradients(config, params)
+        loss, penalty, grads, grad_norms = _backward(model, optimizer, params, outputs, targets, config)
+        if trace is None and not _all_finite(loss + penalty, grad_norms):
+            # A fused step keeps no hidden states to locate the first non-finite one, and its one-hot input matmul
+            # turns 0·NaN into NaN in W_ih columns of tokens that never occurred: replay the step unrolled, so a
+            # non-finite step is recorded exactly as the written-out cells see it.
+            outputs, trace = model(inputs, keep_gates=False)
+            loss, penalty, grads, grad_norms = _backward(model, optimizer, params, outputs, targets, config)
+        pre, fired = clip_gradients(config, params, grad_norms)
         post = torch.nn.utils.get_total_norm([p.grad for p in params]) if config.clip != "none" else pre
         before = [p.detach().clone() for p in params]
         first = torch.stack([loss.detach(), task.metric(outputs.detach(), targets), penalty.detach(), pre, post,
@@ -163,6 +170,7 @@ def train(config: RunConfig, sink: Sink | None = None, stop: threading.Event | N
             taken = True
         except NonFiniteError:
             ledger = _locate_nonfinite(step, model, trace, inputs, targets, loss, names, grads, recorded)
+            ledger += _overflowed_norms(step, ledger, names, grad_v, penalty_v)
             rows.events += ledger
             if summary.first_nonfinite is None:
                 summary.first_nonfinite = _event_dict(ledger[0])
@@ -209,12 +217,29 @@ def finish_diagnosis(summary: RunSummary, data: rd.RunData, config: RunConfig) -
     summary.diagnoses = [d.to_dict() for d in diagnose(data, config)]
 
 
+def _all_finite(objective: torch.Tensor, grad_norms: torch.Tensor) -> bool:
+    return bool(torch.isfinite(objective.detach()).all() and torch.isfinite(grad_norms).all())
+
+
+def _backward(model, optimizer, params, outputs, targets, config: RunConfig):
+    """Loss, penalty, every parameter's gradient (zeros where none flowed) and their norms, for one forward pass."""
+    loss = model.task.loss(outputs, targets)
+    penalty = l2_penalty(model, config.weight_decay)
+    optimizer.zero_grad(set_to_none=True)
+    (loss + penalty).backward()
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    return loss, penalty, grads, torch.stack(torch._foreach_norm(grads))  # one call for all tensors
+
+
 def _weight_rows(step, params, names, before, grad_v, rows: StepRows) -> None:
-    """Weight norm, max |w| and update ratio ‖Δw‖/‖w‖ per tensor and layer, in one batch."""
+    """Weight norm, max |w| and update ratio ‖Δw‖/‖w‖ per tensor and layer, in one batch; the foreach ops take
+    all tensors per call, as the optimisers do, instead of four calls per tensor."""
     with torch.no_grad():
-        stats = torch.stack([torch.stack([torch.linalg.vector_norm(p), p.abs().max(),
-                                          torch.linalg.vector_norm(p - b), torch.linalg.vector_norm(b)])
-                             for p, b in zip(params, before)]).T.tolist()
+        after = [p.detach() for p in params]
+        stats = torch.stack([torch.stack(torch._foreach_norm(after)),
+                             torch.stack(torch._foreach_max(torch._foreach_abs(after))),
+                             torch.stack(torch._foreach_norm(torch._foreach_sub(after, before))),
+                             torch.stack(torch._foreach_norm(before))]).tolist()
     weight, max_abs, delta, before_n = stats
     parameter_rows(step, names, grad_v, weight, max_abs, delta, before_n, rows)
     bad = [i for i, (w, m) in enumerate(zip(weight, max_abs)) if not (math.isfinite(w) and math.isfinite(m))]
@@ -251,6 +276,18 @@ def _locate_nonfinite(step, model, trace, inputs, targets, loss, names, grads, r
         if any(counts):
             events.append((step, rd.EVENT_NONFINITE, f"grad:{name}", layer_of(name), None, *counts))
     return events
+
+
+def _overflowed_norms(step, ledger, names, grad_v, penalty_v) -> list[tuple]:
+    """Ledger rows for a step whose tensors all hold finite numbers but whose norms do not: entries above ~1e19
+    square past float32's 3.4e38, so a gradient norm or the L2 penalty is +Inf (clipping would see the same)."""
+    if ledger:
+        return []
+    rows = [(step, rd.EVENT_NONFINITE, f"grad_norm:{name}", layer_of(name), None, 0, 1, 0)
+            for name, v in zip(names, grad_v) if not math.isfinite(v)]
+    if not math.isfinite(penalty_v):
+        rows.append((step, rd.EVENT_NONFINITE, "penalty", None, None, 0, 1, 0))
+    return rows or [(step, rd.EVENT_NONFINITE, "grad_norm", None, None, 0, 1, 0)]
 
 
 def _event_dict(row: tuple) -> dict:

@@ -88,12 +88,13 @@ def test_config_is_frozen():
 
 @pytest.mark.parametrize("name,config,expected", [
     ("forget_bias", RunConfig(cell="lstm"), True),
-    ("forget_bias", RunConfig(cell="gru"), False),
+    ("forget_bias", RunConfig(cell="gru"), True),
+    ("forget_bias", RunConfig(cell="rnn"), False),
     ("activation", RunConfig(cell="rnn"), True),
     ("activation", RunConfig(cell="lstm"), False),
     ("momentum", RunConfig(optimizer="adam"), False),
     ("clip_threshold", RunConfig(clip="none"), False),
-], ids=["forget-lstm", "forget-gru", "act-rnn", "act-lstm", "momentum-adam", "threshold-noclip"])
+], ids=["forget-lstm", "forget-gru", "forget-rnn", "act-rnn", "act-lstm", "momentum-adam", "threshold-noclip"])
 def test_applies_says_which_fields_matter(name, config, expected):
     assert applies(field_map()[name], config) is expected
 

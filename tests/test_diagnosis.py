@@ -382,7 +382,10 @@ def test_vanishing_remedies_fit_the_cell():
     assert remedies(RunConfig(), "time_decay") == [
         {"cell": "lstm"}, {"cell": "gru"}, {"init": "identity", "activation": "relu", "init_scale": 1.0},
         {"init": "orthogonal", "init_scale": 1.0}, {"activation": "relu", "init": "he", "init_scale": 1.0}]
-    assert remedies(RunConfig(forget_bias=0.0), "time_decay")[0] == {"cell": "lstm", "forget_bias": 1.0}
+    assert remedies(RunConfig(forget_bias=0.0), "time_decay")[:2] == [
+        {"cell": "lstm", "forget_bias": 1.0}, {"cell": "gru", "forget_bias": 1.0}]
+    assert remedies(RunConfig(cell="gru", forget_bias=0.0), "time_decay")[:2] == [
+        {"forget_bias": 1.0}, {"cell": "lstm", "forget_bias": 1.0}]
     assert remedies(RunConfig(cell="lstm", forget_bias=0.0), "time_decay") == [
         {"forget_bias": 1.0}, {"init": "orthogonal", "init_scale": 1.0}]
     assert remedies(RunConfig(cell="lstm", init="orthogonal"), "time_decay") == []

@@ -165,12 +165,19 @@ def test_lstm_default_keeps_uniform_biases_except_the_forget_gate():
         assert rest.abs().max() > 0.9 * bound  # 192 uniform draws reach the edge; all-zero would fail
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru"])
-def test_forget_bias_is_ignored_without_a_forget_gate(cell):
-    rnn = make(cell, 32, activation="tanh", init="orthogonal", forget_bias=1.0)
+def test_forget_bias_is_ignored_by_a_vanilla_rnn():
+    rnn = make("rnn", 32, activation="tanh", init="orthogonal", forget_bias=1.0)
     for name, p in rnn.named_parameters():
         if name.startswith("bias"):
             assert torch.equal(p, torch.zeros_like(p)), name
+
+
+def test_forget_bias_opens_only_the_gru_update_gate():
+    H = 32
+    rnn = make("gru", H, activation="tanh", init="orthogonal", forget_bias=2.0)
+    b_ih, b_hh = rnn.get_parameter("bias_ih_l0").detach(), rnn.get_parameter("bias_hh_l0").detach()
+    assert torch.equal(b_ih[H:2 * H], torch.full((H,), 2.0))  # z = σ(2) ≈ 0.88 keeps h_{t-1}
+    assert torch.equal(torch.cat([b_ih[:H], b_ih[2 * H:], b_hh]), torch.zeros(5 * H))
 
 
 DETERMINISM_CASES = [(c, i) for c in ("rnn", "lstm", "gru") for i in INITIALISERS]

@@ -1,5 +1,6 @@
 """The store gives back exactly what was written, refuses foreign files untouched, and stays readable live."""
 
+import io
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from contextlib import closing
 from pathlib import Path
 
@@ -279,7 +281,7 @@ FOREIGN = [
     (
         sqlite_file(
             "CREATE TABLE meta (key TEXT, value TEXT)",
-            "INSERT INTO meta VALUES ('app', 'gradient-flow-lab'), ('schema_version', '1')",
+            f"INSERT INTO meta VALUES ('app', 'gradient-flow-lab'), ('schema_version', '{SCHEMA_VERSION}')",
         ),
         "missing tables ['checkpoints', 'events', 'gates', 'metrics', 'runs', 'time_grads']",
     ),
@@ -318,7 +320,37 @@ def test_new_path_gets_folder_schema_and_wal(tmp_path):
     with Store(path) as s:
         assert s.path == path and s.list_runs() == []
     assert sql(path, "PRAGMA journal_mode") == [("wal",)]
-    assert dict(sql(path, "SELECT key, value FROM meta")) == {"app": "gradient-flow-lab", "schema_version": "1"}
+    assert dict(sql(path, "SELECT key, value FROM meta")) == {"app": "gradient-flow-lab", "schema_version": "2"}
+    indexes = {name for (name,) in sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"metrics_chart_blocks128", "metrics_nonfinite"} <= indexes  # built before any run grows long
+
+
+def test_a_version_1_store_is_upgraded_with_its_runs_kept(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    with Store(path) as s:
+        run_id, _ = write_run(s, steps=3)
+        before = s.load(run_id)
+    # What a version-1 store was: the same tables without the chart indexes.
+    sql(path, "DROP INDEX metrics_chart_blocks128")
+    sql(path, "DROP INDEX metrics_nonfinite")
+    sql(path, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with Store(path) as s:
+        after = s.load(run_id)
+    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == "2"
+    indexes = {name for (name,) in sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"metrics_chart_blocks128", "metrics_nonfinite"} <= indexes
+    pd.testing.assert_frame_equal(after.metrics, before.metrics)
+
+
+def test_page_redraw_threads_leave_no_connection_behind(tmp_path):
+    # Streamlit draws each page in a new thread; each of them reads the store.
+    with Store(tmp_path / "runs.sqlite") as s:
+        run_id, _ = write_run(s, steps=2)
+        for _ in range(20):
+            reader = threading.Thread(target=s.load_for_charts, args=(run_id,))
+            reader.start()
+            reader.join()
+        assert len(s._idle) == 1  # one connection, borrowed and returned by every thread in turn
 
 
 def test_reopening_keeps_runs(tmp_path):
@@ -473,6 +505,31 @@ def test_checkpoint_round_trip_keeps_the_latest(tmp_path):
     store.save_checkpoint(run, 5, b"\x00early")
     store.save_checkpoint(run, 9, b"\x00late\xff")
     assert store.load_checkpoint(run) == (9, b"\x00late\xff")
+    store.finish(run, "completed", 9, {})
     store.delete(run)
     with pytest.raises(StoreError, match=f"no run {run}"):
         store.load_checkpoint(run)
+
+
+def test_a_run_still_training_is_not_deleted(tmp_path):
+    store = Store(tmp_path / "runs.sqlite")
+    run_id, written = write_run(store, steps=3)
+    live = store.create_run({"cell": "lstm"})  # this process is alive, so the run is "running"
+    with pytest.raises(StoreError, match=f"run {live} is still training; stop it first"):
+        store.delete(live)
+    assert store.get_run(live).status == "running"
+    store.finish(live, "stopped", 0, {})
+    store.delete(live)
+    assert [r.id for r in store.list_runs()] == [run_id]
+
+
+def test_zip_export_holds_every_table_and_the_run(tmp_path):
+    store = Store(tmp_path / "runs.sqlite")
+    run_id, written = write_run(store, steps=4)
+    archive = zipfile.ZipFile(io.BytesIO(store.export_zip(run_id)))
+    names = sorted(archive.namelist())
+    assert names == sorted(f"run-{run_id}/{n}" for n in
+                           ("metrics.csv", "time_grads.csv", "gates.csv", "events.csv", "run.json"))
+    metrics = pd.read_csv(archive.open(f"run-{run_id}/metrics.csv"))
+    assert len(metrics) == len(store.load(run_id).metrics) and set(metrics["step"]) == {1, 2, 3, 4}
+    assert json.loads(archive.read(f"run-{run_id}/run.json"))["id"] == run_id

@@ -9,7 +9,7 @@ import torch
 from diagnostics import rundata as rd
 from diagnostics.config import RunConfig
 from diagnostics.model import build
-from diagnostics.train import EVAL_BATCH, EVAL_SEED_OFFSET, l2_penalty, train
+from diagnostics.train import EVAL_BATCH, EVAL_SEED_OFFSET, finish_diagnosis, l2_penalty, train
 
 SMALL = dict(hidden_size=8, batch_size=16, seq_len=6, steps=3, record_every=1)
 
@@ -181,6 +181,25 @@ def test_forced_divergence_stops_and_locates_the_first_nonfinite():
     # nothing recorded before is lost: every step up to the divergence has its loss
     assert list(data.series(rd.LOSS).index) == list(range(1, step + 1))
     assert math.isfinite(data.series(rd.LOSS).loc[step - 1])
+
+
+def test_a_gradient_norm_that_overflows_float32_is_located():
+    # A linear RNN with σ_max 1.3 and no clipping: by step 4 the gradient entries are ~1e22, finite in float32,
+    # but their squares pass 3.4e38, so every gradient norm is +Inf while no tensor holds a NaN or an Inf.
+    config = RunConfig(activation="linear", init="orthogonal", init_scale=1.3, clip="none", seed=2, steps=10)
+    summary, data = train(config)
+    assert summary.status == "diverged" and summary.steps_done == 4
+    assert summary.first_nonfinite == {"step": 4, "tensor": "grad_norm:rnn.weight_ih_l0", "layer": 0,
+                                       "time_step": None}
+    events = data.events[data.events.step == 4]
+    assert set(events.tensor) == {f"grad_norm:{name}" for name in
+                                  ("rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0",
+                                   "readout.weight")}  # readout.bias' gradient stays small
+    assert (events.posinf == 1).all() and (events.nan == 0).all()
+    assert math.isfinite(data.series(rd.LOSS).loc[4])
+    finish_diagnosis(summary, data, config)
+    nonfinite = next(d for d in summary.diagnoses if d["rule"] == "nonfinite")
+    assert "gradient norm of rnn.weight_ih_l0 (finite entries whose squares overflowed float32)" in nonfinite["message"]
 
 
 def test_skip_policy_goes_on_after_nonfinite_steps():

@@ -1,0 +1,1 @@
+"""Benchmarks of the lab's training against plain PyTorch: `python -m bench` (see bench/run.py)."""

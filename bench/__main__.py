@@ -1,0 +1,5 @@
+"""`python -m bench`: run every benchmark and write the JSON report."""
+
+from .run import main
+
+main()

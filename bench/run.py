@@ -1,0 +1,144 @@
+"""`python -m bench [--quick] [--out PATH] [--only P1,P3] [--threads N]`: every benchmark in one run, a table of
+ratios on stdout and the numbers in a JSON file.
+
+Each ratio is A ÷ B measured side by side in one process: training loops run in lock-step (one step of A, one
+of B, ...), so load from other processes and thermal drift hit both; per-step times are medians after a warm-up.
+Targets judge the wall-clock ratio; the CPU-time ratio (each loop thread's own CPU seconds) is printed beside
+it because on a shared machine it is the steadier of the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import charts, training
+from .training import Window
+
+CELLS = ("rnn", "lstm", "gru")  # the vanilla RNN with tanh, the one with a fused kernel and most use
+
+CASES = {  # key: (what A ÷ B compares, target ratio or MB)
+    "P1": ("full recording every step ÷ the same unrolled training with record_every=0", 1.15),
+    "P2": ("lab training, record_every=10 ÷ plain PyTorch training with the fused module", 1.15),
+    "P3": ("plain training step through the unrolled cells ÷ the same through the fused module", 1.5),
+    "P4": ("lab training, record_every=10, into the SQLite store ÷ into memory", 1.05),
+    "P5": ("lab chart data of a stored 100 000-step run ÷ of a 1 000-step run", 3.0),
+    "P6": ("resident memory growth (MB) over a 20 000-step run recording every step into the store", 100.0),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: the full run, or `--quick`'s smoke run (same code, far fewer and shorter steps)."""
+
+    seq_lens: tuple[int, ...]
+    window: Window  # P1–P3
+    store_window: Window  # P4: whole flush cycles of 50 steps
+    chart_steps: tuple[int, int]
+    chart_reps: int
+    memory_steps: int
+
+
+FULL = Plan((50, 200), Window(10, 40), Window(10, 200), (100_000, 1_000), 9, 20_000)
+QUICK = Plan((20,), Window(1, 4), Window(1, 50), (1_500, 500), 1, 200)
+
+
+def training_cases(plan: Plan, only: set[str]) -> dict[str, list[dict]]:
+    runs = {"P1": training.recording_cost, "P2": training.against_pytorch, "P3": training.unrolled_vs_fused,
+            "P4": training.store_cost}
+    out = {}
+    for key, run in runs.items():
+        if key not in only:
+            continue
+        window = plan.store_window if key == "P4" else plan.window
+        out[key] = []
+        for cell in CELLS:
+            for T in plan.seq_lens:
+                out[key].append(run(cell, T, window))
+                _progress(key, out[key][-1])
+    return out
+
+
+def memory_case(plan: Plan, threads: int) -> dict:
+    """P6 in a fresh interpreter, so only this run's memory is counted."""
+    done = subprocess.run([sys.executable, "-m", "bench.memory", str(plan.memory_steps), str(threads)],
+                          capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _progress(key: str, row: dict) -> None:
+    print(f"  {key} {row.get('cell', '')} T={row.get('T', '')}: {row.get('ratio', row.get('growth_mb'))}",
+          file=sys.stderr, flush=True)
+
+
+def judge(key: str, rows: list[dict]) -> dict:
+    target = CASES[key][1]
+    value = "growth_mb" if key == "P6" else "ratio"
+    for row in rows:
+        if value in row:
+            row["met"] = row[value] <= target
+    return {"what": CASES[key][0], "target": target, "results": rows}
+
+
+def table(report: dict) -> str:
+    """One line per measurement: A and B (wall-clock ms, or MB for P6), their ratio, the CPU-time ratio."""
+    lines = [f"{'case':4}  {'cell':4}  {'T':>6}  {'A':>11}  {'B':>11}  {'ratio':>6}  {'cpu':>6}  {'target':>6}  met"]
+    for key in CASES:
+        if key not in report:
+            continue
+        case = report[key]
+        for row in case["results"]:
+            if "error" in row:
+                lines.append(f"{key:4}  {row['error']}")
+                continue
+            if key == "P6":
+                a, b, ratio = f"{row['rss_peak_mb']}MB", f"{row['rss_warm_mb']}MB", f"+{row['growth_mb']}MB"
+            else:
+                a, b, ratio = f"{row['a_ms']:.1f}ms", f"{row['b_ms']:.1f}ms", f"{row['ratio']:.2f}"
+            cpu = f"{row['cpu_ratio']:.2f}" if "cpu_ratio" in row else "-"
+            T = row.get("T", row.get("big_steps", ""))
+            lines.append(f"{key:4}  {row.get('cell', ''):4}  {T!s:>6}  {a:>11}  {b:>11}  {ratio:>6}  {cpu:>6}  "
+                         f"{case['target']:>6}  {'yes' if row['met'] else 'NO'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (under a minute)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results.json",
+                        help="where to write the JSON report (default: bench/results.json)")
+    parser.add_argument("--only", default=",".join(CASES), help="comma-separated cases to run, e.g. P1,P3")
+    # One intra-op thread by default: on a shared 2-core machine, a second thread makes each small op wait for a
+    # core another process holds (measured 5–19x slower for both sides), which would swamp every ratio.
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides (default 1)")
+    args = parser.parse_args(argv)
+    only = {key.strip().upper() for key in args.only.split(",")}
+    plan = QUICK if args.quick else FULL
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    report: dict = {"meta": {"quick": args.quick, "torch": torch.__version__, "python": platform.python_version(),
+                             "threads": torch.get_num_threads(), "batch_size": 64, "hidden_size": 64,
+                             "window": vars(plan.window), "store_window": vars(plan.store_window)}}
+    for key, rows in training_cases(plan, only).items():
+        report[key] = judge(key, rows)
+    if "P5" in only:
+        report["P5"] = judge("P5", [charts.chart_scaling(*plan.chart_steps, plan.chart_reps)])
+        _progress("P5", report["P5"]["results"][0])
+    if "P6" in only:
+        report["P6"] = judge("P6", [memory_case(plan, args.threads)])
+        _progress("P6", report["P6"]["results"][0])
+    report["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    print(f"written to {args.out} in {report['meta']['seconds']} s")
+    return report

@@ -1,0 +1,67 @@
+"""What a Lab link asks for: a config, and optionally a lesson, its variant, a stored run, autorun.
+
+The page URL is the share link, so reading one must never fail: each bad part is reported in plain words and
+replaced by what it would have been without it (a bad field → that lesson's or run's config, or the defaults).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from .config import EXTRA_QUERY_KEYS, ConfigError, RunConfig
+from .lessons import Lesson, lesson as find_lesson, variant_index
+
+
+@dataclass(frozen=True)
+class Link:
+    config: RunConfig
+    lesson: Lesson | None = None
+    variant: int = 0
+    run_id: int | None = None
+    autorun: bool = False
+    problems: tuple[str, ...] = ()
+
+    def query(self, config: RunConfig) -> dict[str, str]:
+        """The query parameters that reopen this link with `config` (what the controls hold now)."""
+        extra = {}
+        if self.lesson is not None:
+            extra = {"lesson": self.lesson.slug, "variant": str(self.variant)}
+        if self.run_id is not None:
+            extra["run"] = str(self.run_id)
+        return {k: str(v) for k, v in config.to_dict().items()} | extra
+
+
+def parse_link(params: Mapping[str, str], stored_config: Callable[[int], dict]) -> Link:
+    """Read a link's query parameters; `stored_config(run_id)` gives a stored run's config or raises
+    LookupError with the reason. Fields in the link override the lesson's or the stored run's config."""
+    problems = []
+    base, chosen, variant, run_id = RunConfig(), None, 0, None
+    if "lesson" in params:
+        try:
+            chosen = find_lesson(params["lesson"])
+            variant = variant_index(chosen, params.get("variant"))
+            base = chosen.variants[variant].config
+        except ValueError as e:
+            problems.append(str(e))
+            chosen, variant = None, 0
+    if "run" in params:
+        raw = params["run"]
+        try:
+            run_id = int(raw)
+        except ValueError:
+            problems.append(f"run {raw!r} cannot be opened: run must be a stored run's number")
+        else:
+            try:
+                base = RunConfig.from_dict(stored_config(run_id))
+            except (LookupError, ConfigError) as e:
+                problems.append(f"run {raw!r} cannot be opened: {e}")
+                run_id = None
+    fields = {k: v for k, v in params.items() if k not in EXTRA_QUERY_KEYS}
+    config = base
+    try:
+        config = RunConfig.from_dict({**base.to_dict(), **fields})
+    except ConfigError as e:
+        problems.append(f"the link's settings could not be used ({e})")
+    autorun = params.get("autorun") == "1" and not problems and run_id is None
+    return Link(config, chosen, variant, run_id, autorun, tuple(problems))
