@@ -4,15 +4,15 @@ import json
 
 import pytest
 import torch
-from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 from diagnostics.config import RunConfig
 from diagnostics.inspect_gates import TRAIN_COMMAND
 from diagnostics.runner import load_trained_model, run_into_store
 from diagnostics.store import Store
+from tests.apptest_charts import charts
 
-PAGE = "../pages/gates.py"
+PAGE = "../app_pages/gates.py"
 SMALL = dict(hidden_size=8, batch_size=8, seq_len=5, steps=3)
 LSTM_CHARTS = ["input gate", "candidate gate", "forget gate", "output gate", "State norm over time",
                "Singular vs plural: |h_t(sing) − h_t(plur)|", "Units carrying number (h_t, last step)",
@@ -40,17 +40,6 @@ def open_page(monkeypatch, db, run: str | None = None) -> AppTest:
     if run is not None:
         at.query_params["run"] = run
     return at.run()
-
-
-def charts(at: AppTest) -> list[dict]:
-    """Each rendered chart's spec with its data as a DataFrame under "rows"."""
-    specs = []
-    for element in at.get("vega_lite_chart"):
-        spec = json.loads(element.proto.spec)
-        data = {d.name: convert_arrow_bytes_to_pandas_df(d.data.data) for d in element.proto.datasets}
-        spec["rows"] = data[spec["data"]["name"]]
-        specs.append(spec)
-    return specs
 
 
 def expected_pair(db, run_id: int, seed: int):

@@ -1,0 +1,64 @@
+"""Runs: every stored run in a table; filter, open in the lab, compare up to four, download, delete."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from diagnostics.compare import (MAX_COMPARED, QUANTITIES, compare_chart, compare_series, config_differences,
+                                 filter_runs, run_label, runs_frame)
+from diagnostics.config import CELLS, TASK_NAMES
+from diagnostics.store import StoreError
+from diagnostics.train import STATUSES
+from ui.common import store
+
+st.title("Runs")
+runs_store = store()
+runs = runs_store.list_runs()
+if not runs:
+    st.info("No runs stored yet. Train one in the **Lab**, or from a shell: `python -m diagnostics train`.")
+    st.stop()
+
+left, middle, right = st.columns(3)
+cells = left.multiselect("Cell", CELLS)
+tasks = middle.multiselect("Task", TASK_NAMES)
+statuses = right.multiselect("Status", ("running", *STATUSES))
+table = filter_runs(runs_frame(runs), cells, tasks, statuses)
+st.caption(f"{len(table)} of {len(runs)} runs. Status `interrupted` means the training process died; "
+           "everything it wrote is kept.")
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"final loss": st.column_config.NumberColumn(format="%.4g"),
+                            "held-out metric": st.column_config.NumberColumn(format="%.4g")})
+
+by_id = {r.id: r for r in runs}
+chosen = st.multiselect(f"Pick runs to open or compare (up to {MAX_COMPARED})", list(table["id"]),
+                        max_selections=MAX_COMPARED, format_func=lambda i: run_label(by_id[i]))
+picked = [by_id[i] for i in chosen]
+
+if len(picked) == 1:
+    run = picked[0]
+    st.subheader(run_label(run))
+    st.markdown(f"[Open run {run.id} in the Lab](lab?run={run.id}) — its charts, diagnosis and settings.")
+    st.download_button("Download it as CSV (ZIP: metrics, time_grads, gates, events, run.json)",
+                       lambda: runs_store.export_zip(run.id), file_name=f"run-{run.id}-csv.zip",
+                       mime="application/zip", on_click="ignore")  # built only when clicked
+    with st.expander(f"Delete run {run.id}"):
+        sure = st.checkbox(f"Yes, delete run {run.id} and everything recorded for it")
+        if st.button("Delete", disabled=not sure, type="primary"):
+            try:
+                runs_store.delete(run.id)
+            except StoreError as e:
+                st.error(f"Run {run.id} was not deleted: {e}.")
+            else:
+                st.success(f"Deleted run {run.id}.")
+                st.rerun()
+elif len(picked) > 1:
+    st.subheader(f"Comparing {len(picked)} runs")
+    differences = config_differences(picked)
+    if differences.empty:
+        st.info("These runs have identical settings.")
+    else:
+        st.caption("Settings that differ between the runs (highlighted):")
+        st.dataframe(differences.astype(str).style.set_properties(**{"background-color": "#fff3b0"}),
+                     width="stretch")
+    quantity = st.selectbox("Quantity", list(QUANTITIES), format_func=lambda q: QUANTITIES[q][0])
+    st.altair_chart(compare_chart(compare_series(runs_store, picked, quantity), quantity), width="stretch")

@@ -1,0 +1,120 @@
+"""The dashboard in a real browser: `streamlit run` on a loopback port, Debian's Chromium via Playwright.
+
+Screenshots land in artifacts/screenshots/ so a person can look at what the user sees."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from diagnostics.config import RunConfig
+from diagnostics.lessons import LESSONS, share_query
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, streamlit_server
+
+TIMEOUT_MS = 120_000
+expect.set_options(timeout=TIMEOUT_MS)  # a shared 2-core machine can be slow to render
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with streamlit_server(tmp / "runs.sqlite", tmp / "streamlit.log") as url:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                yield url, browser
+            finally:
+                browser.close()
+
+
+def new_page(browser):
+    # Tall, because Streamlit scrolls inside its own container and full-page screenshots stop at the viewport.
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.set_default_timeout(TIMEOUT_MS)
+    return page
+
+
+def settle(page) -> None:
+    """Wait until the script run is over (Streamlit's running indicator is gone) and charts have drawn."""
+    page.wait_for_timeout(500)
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0)
+    page.wait_for_timeout(1000)
+
+
+def snapshot(page, name: str) -> None:
+    """A screenshot of the settled page, for a person to look at."""
+    settle(page)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=False)
+
+
+def test_a_lesson_link_opened_first_on_a_fresh_server_goes_through_the_router(tmp_path):
+    # Streamlit resolves a fresh server's first deep link by its page folder; if it bypassed dashboard.py the
+    # sidebar would list file names and the wide layout would be lost.
+    with streamlit_server(tmp_path / "runs.sqlite", tmp_path / "streamlit.log") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = new_page(browser)
+            page.goto(f"{url}/lab?{share_query(LESSONS[0], 0)}")
+            expect(page.get_by_role("heading", name=f"Lesson 1: {LESSONS[0].title}")).to_be_visible()
+            nav = page.get_by_test_id("stSidebarNav")
+            expect(nav).to_contain_text("Runs")
+            # each link reads "<icon name> <title>"; the legacy app would list dashboard, gates, home, lab, runs
+            assert [link.inner_text().split()[-1] for link in nav.get_by_role("link").all()] == [
+                "Home", "Lab", "Gates", "Runs"]
+        finally:
+            browser.close()
+
+
+def test_home_lists_the_lessons(app):
+    url, browser = app
+    page = new_page(browser)
+    page.goto(url)
+    expect(page.get_by_role("heading", name="Gradient Flow Lab")).to_be_visible()
+    for lesson in LESSONS:
+        expect(page.get_by_text(f"{lesson.number}. {lesson.title}")).to_be_visible()
+    expect(page.locator(".katex").first).to_be_visible()  # the cell equations are typeset
+    snapshot(page, "home")
+
+
+def test_explosion_lesson_link_runs_and_shows_the_nan_banner(app):
+    url, browser = app
+    page = new_page(browser)
+    page.goto(f"{url}/lab?{share_query(LESSONS[0], 0)}")
+    expect(page.get_by_text(re.compile(r"Non-finite values \(NaN/Inf\) first at step \d+"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Run \d+ diverged"))).to_be_visible()
+    snapshot(page, "lab-explosion-lesson")
+
+
+def test_live_chart_grows_and_stop_ends_the_run(app):
+    url, browser = app
+    page = new_page(browser)
+    config = RunConfig(hidden_size=32, steps=100_000, record_every=5)
+    page.goto(f"{url}/lab?{config.to_query()}&autorun=1")
+    progress = page.get_by_text(re.compile(r"^(\d+) / 100000 steps"))
+    expect(progress).to_be_visible()
+    first = int(re.match(r"\d+", progress.inner_text()).group())
+    for _ in range(120):  # the page polls once a second while the run trains; the machine may be busy
+        page.wait_for_timeout(500)
+        if int(re.match(r"\d+", progress.inner_text()).group()) > first:
+            break
+    else:
+        pytest.fail(f"the progress stayed at {first} steps for a minute")
+    expect(page.locator("[data-testid='stVegaLiteChart']").first).to_be_visible()
+    page.screenshot(path=SCREENSHOTS / "lab-live.png", full_page=False)
+    page.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Stop").click()
+    expect(page.get_by_text(re.compile(r"Run \d+ stopped after \d+ steps"))).to_be_visible()
+    snapshot(page, "lab-stopped")
+
+
+def test_runs_and_gates_pages_show_the_stored_runs(app):
+    url, browser = app
+    page = new_page(browser)
+    page.goto(f"{url}/runs")
+    expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"\d+ of \d+ runs"))).to_be_visible()
+    snapshot(page, "runs")
+    page.goto(f"{url}/gates")
+    expect(page.get_by_role("heading", name="Gates")).to_be_visible()
+    expect(page.get_by_text("Which units carry number")).to_be_visible()
+    snapshot(page, "gates")

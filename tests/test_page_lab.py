@@ -1,0 +1,155 @@
+"""Lab page through AppTest: controls from the config, URL round trip, a real run to its diagnosis."""
+
+import time
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from diagnostics.config import RunConfig
+from diagnostics.lessons import LESSONS, share_query
+from diagnostics.store import Store
+from tests.apptest_charts import charts
+
+SMALL = RunConfig(hidden_size=8, batch_size=8, seq_len=5, steps=8, record_every=2)
+EXPLODE = RunConfig(activation="relu", init="normal", init_scale=3.0, clip="none", lr=1.0, seq_len=30,
+                    hidden_size=16, batch_size=16, steps=20, record_every=5)
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    path = tmp_path / "runs.sqlite"
+    monkeypatch.setenv("GFL_DB", str(path))
+    return path
+
+
+def open_lab(query: str = "") -> AppTest:
+    at = AppTest.from_file("../dashboard.py", default_timeout=60)
+    for key, value in (pair.split("=", 1) for pair in query.split("&") if pair):
+        at.query_params[key] = value
+    at.switch_page("app_pages/lab.py")
+    return at.run()
+
+
+def run_until(at: AppTest, text: str, seconds: float = 120) -> AppTest:
+    """Rerun the page (as its polling fragment would) until an alert contains `text`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alerts = [e.value for kind in ("success", "warning", "error", "info") for e in getattr(at, kind)]
+        if any(text in a for a in alerts):
+            return at
+        time.sleep(0.3)
+        at.run()
+    pytest.fail(f"no alert with {text!r}; alerts: {alerts}")
+
+
+def test_controls_are_built_from_the_config_fields(db):
+    at = open_lab()
+    assert not at.exception
+    labels = {w.label for w in [*at.sidebar.selectbox, *at.sidebar.number_input]}
+    assert {"Cell", "Activation", "Init", "Init scale", "Hidden size", "Clip threshold", "Seed"} <= labels
+    assert at.sidebar.selectbox(key="cfg_cell").value == "rnn"
+    assert "No run yet" in at.info[0].value
+
+
+def test_a_link_sets_the_controls_and_the_url_follows_them(db):
+    at = open_lab("cell=lstm&hidden_size=12&lr=0.05&seed=7")
+    assert at.sidebar.selectbox(key="cfg_cell").value == "lstm"
+    assert at.sidebar.number_input(key="cfg_hidden_size").value == 12
+    assert at.sidebar.number_input(key="cfg_forget_bias").disabled is False
+    at.sidebar.selectbox(key="cfg_cell").select("rnn").run()
+    assert at.sidebar.number_input(key="cfg_forget_bias").disabled is True  # LSTM and GRU only
+    assert RunConfig.from_query(dict(at.query_params)) == RunConfig(hidden_size=12, lr=0.05, seed=7)
+
+
+def test_bad_link_gets_a_message_and_the_defaults_and_does_not_train(db):
+    at = open_lab("cell=transformer&seed=3&autorun=1")
+    assert not at.exception
+    assert "cell='transformer' is not valid; allowed: one of rnn, lstm, gru" in at.error[0].value
+    assert at.sidebar.selectbox(key="cfg_cell").value == "rnn"
+    assert "No run yet" in at.info[0].value and Store(db).list_runs() == []  # a bad link starts nothing
+
+
+def test_train_runs_to_charts_and_a_stored_run(db):
+    at = open_lab(SMALL.to_query())
+    next(b for b in at.button if b.label == "Train").click().run()
+    run_until(at, "completed after 8 steps")
+    assert not at.exception
+    titles = [c["title"]["text"] if isinstance(c.get("title"), dict) else str(c.get("title")) for c in charts(at)]
+    assert len(titles) == 9, titles
+    loss = next(c for c in charts(at) if c["title"]["text"] == "Training loss")
+    values = pd.concat(loss["datasets"].values())
+    assert set(range(1, 9)) <= set(values["step"])  # every step's loss reached the chart
+    [run] = Store(db).list_runs()
+    assert (run.status, run.steps_done, RunConfig.from_dict(run.config)) == ("completed", 8, SMALL)
+
+
+def test_divergence_shows_the_banner_and_a_remedy_starts_a_fixed_run(db):
+    at = open_lab(EXPLODE.to_query() + "&autorun=1")
+    run_until(at, "diverged")
+    banner = next(e.value for e in at.error if "Non-finite values" in e.value)
+    assert "first at step 2: tensor `hidden`, layer 0, time step" in banner
+    remedy = next(b for b in at.button if b.label.startswith("Clip the gradient norm"))
+    remedy.click().run()
+    run_until(at, "Run 2 ")
+    second = Store(db).get_run(2)
+    assert RunConfig.from_dict(second.config) == EXPLODE.replace(clip="norm", clip_threshold=1.0)
+    assert at.sidebar.selectbox(key="cfg_clip").value == "norm"  # the controls show the new experiment
+
+
+def test_lesson_link_hides_the_controls_and_runs(db):
+    lesson = LESSONS[0]
+    at = open_lab(share_query(lesson, 0))
+    assert at.title[0].value == f"Lesson {lesson.number}: {lesson.title}"
+    assert not at.sidebar.selectbox  # lesson mode: controls hidden until asked for
+    at.toggle[0].set_value(True).run()
+    assert at.sidebar.selectbox(key="cfg_cell").value == lesson.variants[0].config.cell
+
+
+def test_lesson_by_number_alone_opens_its_variant(db):
+    lesson = LESSONS[6]  # sigmoid, tanh or ReLU
+    at = open_lab(f"lesson={lesson.number}&variant=2")
+    assert not at.exception and not at.error
+    assert at.title[0].value == f"Lesson 7: {lesson.title}"
+    assert f"**ReLU** — what to look for: {lesson.variants[2].expect}" == at.info[0].value
+    at.toggle[0].set_value(True).run()
+    assert RunConfig.from_query(dict(at.query_params)) == lesson.variants[2].config
+    assert (at.query_params["lesson"], at.query_params["variant"]) == (lesson.slug, "2")
+
+
+def test_bad_lesson_or_variant_is_named_with_what_is_allowed(db):
+    at = open_lab("lesson=99&autorun=1")
+    assert "Unknown lesson '99'; allowed: 1 (exploding-nan)" in at.error[0].value
+    assert at.title[0].value == "Lab" and Store(db).list_runs() == []
+    at = open_lab("lesson=3&variant=5")
+    assert "Lesson 3 has no variant '5'; allowed: 0 (tanh RNN)" in at.error[0].value
+
+
+def test_stored_run_opens_read_only_by_id_with_its_settings(db):
+    from diagnostics.runner import run_into_store
+
+    stored = SMALL.replace(cell="gru", seed=11)
+    run_id = run_into_store(stored, Store(db)).run_id
+    at = open_lab(f"run={run_id}")
+    run_until(at, f"Run {run_id} completed")
+    assert len(charts(at)) == 9
+    assert at.sidebar.selectbox(key="cfg_cell").value == "gru"  # the controls show the run's settings
+    assert RunConfig.from_query(dict(at.query_params)) == stored and at.query_params["run"] == str(run_id)
+    assert len(Store(db).list_runs()) == 1  # opening a stored run trains nothing
+
+
+def test_unknown_run_gets_a_message(db):
+    at = open_lab("run=42")
+    assert "Run '42' cannot be opened: no run 42 is stored" in at.error[0].value
+    assert "No run yet" in at.info[-1].value
+
+
+def test_a_foreign_store_file_gets_a_message_not_a_traceback(tmp_path, monkeypatch):
+    foreign = tmp_path / "notes.sqlite"
+    foreign.write_text("my notes, not a run store")
+    monkeypatch.setenv("GFL_DB", str(foreign))
+    at = open_lab()
+    assert not at.exception
+    assert f"The run store cannot be opened: {foreign} is not a Gradient Flow Lab store" in at.error[0].value
+    assert "Set GFL_DB to another file" in at.error[0].value
+    assert foreign.read_text() == "my notes, not a run store"

@@ -1,0 +1,129 @@
+"""The lab's view of one run (live or stored): progress, NaN banner, charts, diagnosis with remedy buttons."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+import streamlit as st
+
+from diagnostics import charts
+from diagnostics.chartdata import LabChartData, lab_chart_data
+from diagnostics.config import ConfigError, RunConfig
+from diagnostics.live import LiveRun, RunManager
+from diagnostics.store import RunInfo, Store, StoreError
+
+POLL_SECONDS = 1.0
+REMEDIES_PER_ROW = 2
+
+
+def render_run(*, manager: RunManager, store: Store, on_remedy: Callable[[RunConfig], None],
+               live: LiveRun | None = None, run_id: int | None = None) -> None:
+    """Poll while the run is live (a fragment reruns every second); draw it once when it is stored."""
+    if live is not None and live.state != "done":
+        st.fragment(_live_part, run_every=POLL_SECONDS)(live, manager, store)
+        return
+    run_id = live.run_id if live is not None else run_id
+    if live is not None and live.error:
+        st.error(f"The run failed: {live.error}")
+    if run_id is None:
+        st.info("The run was stopped before it started.")
+        return
+    try:
+        info = store.get_run(run_id)
+        data = lab_chart_data(store, run_id)
+    except StoreError:
+        st.warning(f"Run {run_id} is no longer stored: it was deleted on the Runs page.")
+        return
+    _status_line(info)
+    _nonfinite_banner(data)
+    _diagnosis_panel(info, on_remedy)
+    _charts(data)
+
+
+def _live_part(live: LiveRun, manager: RunManager, store: Store) -> None:
+    manager.touch(live)  # a run nobody watches any more is stopped, so it frees its slot
+    if live.state == "done":
+        st.rerun(scope="app")  # the final view (diagnosis, remedies) is drawn by the whole page
+    if live.state == "queued":
+        position = manager.queue_position(live)
+        st.info("Starting…" if position is None else
+                f"Waiting for a free slot: number {position} in the queue (this server trains "
+                f"{manager.max_concurrent} run(s) at a time).")
+        return
+    total = live.config.steps
+    eta = live.eta_seconds
+    st.progress(min(live.steps_done / total, 1.0),
+                text=f"{live.steps_done} / {total} steps · {live.steps_per_second:.1f} steps/s · "
+                     f"ETA {eta:.0f} s" if eta is not None else f"{live.steps_done} / {total} steps")
+    if live.run_id is None or live.steps_done == 0:
+        return
+    data = lab_chart_data(store, live.run_id)
+    _nonfinite_banner(data)
+    _charts(data)
+
+
+def _status_line(info: RunInfo) -> None:
+    summary = info.summary or {}
+    text = f"Run {info.id} {info.status} after {info.steps_done} steps"
+    if summary.get("final_metric") is not None:
+        text += f" · held-out {summary.get('metric_name', 'metric')} {summary['final_metric']:.3g}"
+    if summary.get("train_seconds") is not None:
+        text += f" · {summary['train_seconds']:.1f} s"
+    (st.success if info.status == "completed" else st.warning)(text)
+
+
+def _nonfinite_banner(data: LabChartData) -> None:
+    """Name where NaN/Inf first appeared: step, tensor, layer and time step."""
+    if data.events.empty:
+        return
+    first = data.events.sort_values("step", kind="stable").iloc[0]
+    where = [f"tensor `{first['tensor']}`"]
+    if not pd.isna(first["layer"]):
+        where.append(f"layer {int(first['layer'])}")
+    if not pd.isna(first["time_step"]):
+        where.append(f"time step {int(first['time_step'])}")
+    st.error(f"Non-finite values (NaN/Inf) first at step {int(first['step'])}: {', '.join(where)}. "
+             f"{len(data.events)} non-finite event(s) recorded; red marks on the charts show where.")
+
+
+def _diagnosis_panel(info: RunInfo, on_remedy: Callable[[RunConfig], None]) -> None:
+    st.subheader("Diagnosis")
+    diagnoses = (info.summary or {}).get("diagnoses", [])
+    if not diagnoses:
+        st.success("No exploding or vanishing gradients diagnosed in this run.")
+        return
+    try:
+        config = RunConfig.from_dict(info.config)
+    except ConfigError:
+        config = None
+    for i, d in enumerate(diagnoses):
+        box = st.error if d["kind"] == "exploding" else st.warning
+        box(f"**{d['kind'].capitalize()} gradients** ({d['rule'].replace('_', ' ')}): {d['message']}")
+        with st.expander("Evidence"):
+            st.json(d["evidence"])
+        if config is None:
+            continue
+        buttons = st.columns(REMEDIES_PER_ROW)  # two per row, so each label is readable in full
+        for j, remedy in enumerate(d["remedies"]):
+            changed = config.replace(**remedy["changes"])
+            buttons[j % REMEDIES_PER_ROW].button(
+                remedy["label"], key=f"remedy-{info.id}-{i}-{j}", on_click=on_remedy, args=(changed,),
+                width="stretch", help=f"Start a new run with {remedy['changes']}")
+
+
+def show(chart) -> None:
+    st.altair_chart(chart, width="stretch")
+
+
+# Chart rows of the lab: two charts side by side, or one at full width (the heatmap needs it).
+CHART_ROWS = ((charts.loss_chart, charts.metric_chart), (charts.grad_norm_chart, charts.time_profile_chart),
+              (charts.time_grad_heatmap,), (charts.weight_chart, charts.update_ratio_chart),
+              (charts.spectral_chart, charts.saturation_chart))
+
+
+def _charts(data: LabChartData) -> None:
+    for row in CHART_ROWS:
+        for column, build in zip(st.columns(len(row)), row):
+            with column:
+                show(build(data))
