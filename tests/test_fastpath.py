@@ -1,6 +1,7 @@
 """The fused fast path against the written-out cells: same loss, same gradients, same recorded numbers."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,8 @@ def test_bench_quick_writes_every_case(tmp_path):
     for key in (f"P{i}" for i in range(1, 7)):
         assert report[key]["results"], key
         for row in report[key]["results"]:
-            measured = row.get("ratio", row.get("growth_mb"))
-            assert isinstance(measured, float) and measured > 0, (key, row)
+            if key == "P6":  # memory growth in MB: any finite number (it can be 0 or below after warm-up)
+                assert isinstance(row["growth_mb"], float) and math.isfinite(row["growth_mb"]), row
+            else:  # a ratio of two measured times
+                assert isinstance(row["ratio"], float) and row["ratio"] > 0, (key, row)
     assert "P1" in done.stdout and "ratio" in done.stdout

@@ -115,6 +115,8 @@ def test_lesson_by_number_alone_opens_its_variant(db):
     at.toggle[0].set_value(True).run()
     assert RunConfig.from_query(dict(at.query_params)) == lesson.variants[2].config
     assert (at.query_params["lesson"], at.query_params["variant"]) == (lesson.slug, "2")
+    [shared] = [c.value for c in at.code]  # the copy-link control replays the lesson's run
+    assert shared.endswith("?" + share_query(lesson, 2).replace("&autorun=1", "") + "&autorun=1")
 
 
 def test_bad_lesson_or_variant_is_named_with_what_is_allowed(db):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -129,6 +130,9 @@ def sync_url(config: RunConfig) -> None:
         st.query_params.from_dict(wanted)
 
 
-def share_link(config: RunConfig, autorun: bool = True) -> str:
+def share_link(config: RunConfig) -> str:
+    """A link that replays this experiment for anyone: the config, the lesson if any, and autorun (a stored
+    run's id is left out: the link starts the same run anew)."""
     base = st.context.url.split("?")[0] if st.context.url else ""
-    return f"{base}?{config.to_query()}" + ("&autorun=1" if autorun else "")
+    params = {k: v for k, v in session_link().query(config).items() if k != "run"} | {"autorun": "1"}
+    return f"{base}?{urlencode(params)}"
