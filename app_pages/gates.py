@@ -8,7 +8,7 @@ import streamlit as st
 from diagnostics import inspect_gates as ig
 from diagnostics.config import RunConfig
 from diagnostics.runner import load_trained_model
-from diagnostics.store import Store, StoreError
+from ui.common import store as shared_store
 
 MARKDOWN_SPECIALS = "\\`*_[]<>|~$"
 
@@ -32,12 +32,8 @@ st.caption("Look inside a trained model on one sentence: what each gate does at 
            "grows, and which units carry the subject's number to the verb. Vanilla RNNs show their hidden state "
            "and how much of it is saturated instead.")
 
-try:
-    store = Store()
-    runs = ig.checkpointed_runs(store)
-except StoreError as e:
-    st.error(f"The run store cannot be read: {e}")
-    st.stop()
+store = shared_store()  # the server's one store; a foreign file stops the page with the reason
+runs = ig.checkpointed_runs(store)
 
 if not runs:
     st.info(f"No run with trained weights in `{store.path}` yet: train one in the Lab first, or from the command "
