@@ -63,7 +63,8 @@ def _title(text: str, *subtitle: str) -> alt.TitleParams:
 
 def _step_x() -> alt.X:
     """The training-step axis every chart over training shares (rules and lines on one scale)."""
-    return alt.X("step:Q", title=STEP, scale=alt.Scale(zero=False), axis=alt.Axis(format="d", tickMinStep=1))
+    return alt.X("step:Q", title=STEP, scale=alt.Scale(zero=False, nice=False),  # the axis ends where the run does
+                 axis=alt.Axis(format="d", tickMinStep=1))
 
 
 def _lines(df: pd.DataFrame, y: alt.Y, y_title: str, dash: str | None = None) -> alt.Chart:
@@ -166,7 +167,8 @@ def update_ratio_chart(data: LabChartData) -> alt.LayerChart:
 
 
 def spectral_chart(data: LabChartData) -> alt.LayerChart:
-    """σ_max(W_hh) per layer; for a vanilla RNN below 1/γ the gradient must vanish (Pascanu et al. 2013)."""
+    """σ_max(W_hh) per layer; for a vanilla RNN below 1/γ the gradient must vanish (Pascanu et al. 2013).
+    The y title stays short: one taller than the plot hides the chart's title in Vega."""
     config = data.config
     rules, notes = [], ["largest singular value of each layer's recurrent matrix, on recorded steps"]
     if config.cell == "rnn":
@@ -175,7 +177,7 @@ def spectral_chart(data: LabChartData) -> alt.LayerChart:
     else:
         notes.append("the 1/γ vanishing bound holds for vanilla RNNs only")
     return _series_chart("Recurrent matrix σ_max(W_hh)", data.sigma_max,
-                         "σ_max(W_hh) (largest singular value, log scale)", data.events, rules=rules, notes=notes)
+                         "σ_max(W_hh) (log scale)", data.events, rules=rules, notes=notes)
 
 
 def saturation_chart(data: LabChartData) -> alt.LayerChart:

@@ -85,5 +85,6 @@ def compare_chart(df: pd.DataFrame, quantity: str) -> alt.Chart:
                                                           subtitle=subtitle, anchor="start"))
             .mark_line()
             .encode(x=alt.X("step:Q", title="training step"), y=y,
-                    color=alt.Color("run:N", title="run", legend=alt.Legend(orient="bottom", labelLimit=600)),
+                    color=alt.Color("run:N", title="run", scale=alt.Scale(scheme="tableau10"),  # runs apart at a glance
+                                    legend=alt.Legend(orient="bottom", labelLimit=600)),
                     tooltip=["run", "step", alt.Tooltip("value:Q", format=".4g")]))

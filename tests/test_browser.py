@@ -9,6 +9,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from diagnostics.config import RunConfig
 from diagnostics.lessons import LESSONS, share_query
+from diagnostics.runner import run_into_store
+from diagnostics.store import Store
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, streamlit_server
 
 TIMEOUT_MS = 120_000
@@ -23,7 +25,7 @@ def app(tmp_path_factory):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             try:
-                yield url, browser
+                yield url, browser, tmp / "runs.sqlite"
             finally:
                 browser.close()
 
@@ -67,7 +69,7 @@ def test_a_lesson_link_opened_first_on_a_fresh_server_goes_through_the_router(tm
 
 
 def test_home_lists_the_lessons(app):
-    url, browser = app
+    url, browser, _ = app
     page = new_page(browser)
     page.goto(url)
     expect(page.get_by_role("heading", name="Gradient Flow Lab")).to_be_visible()
@@ -78,7 +80,7 @@ def test_home_lists_the_lessons(app):
 
 
 def test_explosion_lesson_link_runs_and_shows_the_nan_banner(app):
-    url, browser = app
+    url, browser, _ = app
     page = new_page(browser)
     page.goto(f"{url}/lab?{share_query(LESSONS[0], 0)}")
     expect(page.get_by_text(re.compile(r"Non-finite values \(NaN/Inf\) first at step \d+"))).to_be_visible()
@@ -87,7 +89,7 @@ def test_explosion_lesson_link_runs_and_shows_the_nan_banner(app):
 
 
 def test_live_chart_grows_and_stop_ends_the_run(app):
-    url, browser = app
+    url, browser, _ = app
     page = new_page(browser)
     config = RunConfig(hidden_size=32, steps=100_000, record_every=5)
     page.goto(f"{url}/lab?{config.to_query()}&autorun=1")
@@ -108,7 +110,9 @@ def test_live_chart_grows_and_stop_ends_the_run(app):
 
 
 def test_runs_and_gates_pages_show_the_stored_runs(app):
-    url, browser = app
+    url, browser, db = app
+    # One LSTM run of its own, stored as the CLI would, so this test needs no other test's runs.
+    run_into_store(RunConfig(cell="lstm", hidden_size=8, batch_size=8, seq_len=5, steps=5), Store(db))
     page = new_page(browser)
     page.goto(f"{url}/runs")
     expect(page.get_by_role("heading", name="Runs")).to_be_visible()
