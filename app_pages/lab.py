@@ -21,7 +21,9 @@ st.title(f"Lesson {lesson.number}: {lesson.title}" if lesson else "Lab")
 if not st.session_state.get("lab_problems_shown"):
     st.session_state.lab_problems_shown = True  # once: the controls own the experiment from here on
     for problem in link.problems:
-        st.error(f"{problem[0].upper()}{problem[1:]}; using what the rest of the link asks for instead.")
+        st.error(f"{problem[0].upper()}{problem[1:]}.")
+    if link.problems and st.query_params.get("autorun") == "1":
+        st.info("Because of this, the run does not start by itself: check the settings, then press **Train**.")
 if lesson:
     st.markdown(lesson.text)
     variant = lesson.variants[link.variant]

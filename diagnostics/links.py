@@ -43,25 +43,26 @@ def parse_link(params: Mapping[str, str], stored_config: Callable[[int], dict]) 
             variant = variant_index(chosen, params.get("variant"))
             base = chosen.variants[variant].config
         except ValueError as e:
-            problems.append(str(e))
+            problems.append(f"{e}; the Lab opens without a lesson")
             chosen, variant = None, 0
     if "run" in params:
         raw = params["run"]
         try:
             run_id = int(raw)
         except ValueError:
-            problems.append(f"run {raw!r} cannot be opened: run must be a stored run's number")
+            problems.append(f"run {raw!r} cannot be opened: run must be a stored run's number; no run is shown")
         else:
             try:
                 base = RunConfig.from_dict(stored_config(run_id))
             except (LookupError, ConfigError) as e:
-                problems.append(f"run {raw!r} cannot be opened: {e}")
+                problems.append(f"run {raw!r} cannot be opened: {e}; no run is shown")
                 run_id = None
     fields = {k: v for k, v in params.items() if k not in EXTRA_QUERY_KEYS}
     config = base
     try:
         config = RunConfig.from_dict({**base.to_dict(), **fields})
     except ConfigError as e:
-        problems.append(f"the link's settings could not be used ({e})")
+        source = "the lesson's" if chosen else "the stored run's" if run_id is not None else "the default"
+        problems.append(f"the link's settings could not be used ({e}); the Lab shows {source} settings instead")
     autorun = params.get("autorun") == "1" and not problems and run_id is None
     return Link(config, chosen, variant, run_id, autorun, tuple(problems))

@@ -34,6 +34,15 @@ def test_every_lesson_link_opens_its_variant_and_runs_it(lesson_index, variant):
         link.config, item, variant, None, False, ())  # the synced URL reopens it (without autorun)
 
 
+def test_a_bad_field_falls_back_to_the_lesson_or_the_stored_run():
+    link = read("lesson=4&seq_len=0")
+    assert link.config == LESSONS[3].variants[0].config and link.lesson is LESSONS[3]
+    assert link.problems[0].endswith("; the Lab shows the lesson's settings instead")
+    link = read("run=7&optimizer=rmsprop")
+    assert link.config == RunConfig.from_dict(STORED[7]) and link.run_id == 7
+    assert link.problems[0].endswith("; the Lab shows the stored run's settings instead")
+
+
 def test_fields_override_the_lesson_and_the_stored_run():
     assert read("lesson=3&seed=9").config == LESSONS[2].variants[0].config.replace(seed=9)
     link = read("run=7&lr=0.5")

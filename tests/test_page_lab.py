@@ -67,7 +67,9 @@ def test_bad_link_gets_a_message_and_the_defaults_and_does_not_train(db):
     assert not at.exception
     assert "cell='transformer' is not valid; allowed: one of rnn, lstm, gru" in at.error[0].value
     assert at.sidebar.selectbox(key="cfg_cell").value == "rnn"
-    assert "No run yet" in at.info[0].value and Store(db).list_runs() == []  # a bad link starts nothing
+    assert "the Lab shows the default settings instead" in at.error[0].value
+    assert "the run does not start by itself" in at.info[0].value
+    assert "No run yet" in at.info[1].value and Store(db).list_runs() == []  # a bad link starts nothing
 
 
 def test_train_runs_to_charts_and_a_stored_run(db):
