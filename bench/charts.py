@@ -17,7 +17,7 @@ from diagnostics.config import RunConfig
 from diagnostics.store import Store
 from diagnostics.train import train
 
-CONFIG = RunConfig(cell="lstm", hidden_size=64, batch_size=64, seq_len=48, steps=10, record_every=10)
+CONFIG = RunConfig(hidden_size=64, batch_size=64, steps=10, record_every=10)  # cell and seq_len per case
 MAX_POINTS = 2000  # what the lab page asks for
 
 
@@ -31,7 +31,7 @@ class _StepSink:
         self.steps[step] = (list(metrics), list(time_grads), list(gates))
 
 
-def templates(config: RunConfig = CONFIG) -> tuple[tuple, tuple]:
+def templates(config: RunConfig) -> tuple[tuple, tuple]:
     """(unrecorded step rows, recorded step rows) from a short real run."""
     sink = _StepSink()
     train(config, sink=sink)
@@ -44,9 +44,10 @@ def _drift(value, step: int, steps: int):
     return value * (0.5 + 0.5 * math.exp(-5 * step / steps) + 0.02 * math.sin(step / 37))
 
 
-def write_run(store: Store, steps: int, plain: tuple, recorded: tuple, record_every: int) -> int:
-    """A stored run of `steps` steps shaped like the template run; returns its id."""
-    run_id = store.create_run({**CONFIG.to_dict(), "steps": steps})
+def write_run(store: Store, config: RunConfig, steps: int, plain: tuple, recorded: tuple) -> int:
+    """A stored run of `steps` steps shaped like the template run of `config`; returns its id."""
+    record_every = config.record_every
+    run_id = store.create_run({**config.to_dict(), "steps": steps})
     writer = store.writer(run_id, flush_every=1000)
     for step in range(1, steps + 1):
         metrics, time_grads, gates = recorded if step == 1 or step % record_every == 0 else plain
@@ -58,13 +59,15 @@ def write_run(store: Store, steps: int, plain: tuple, recorded: tuple, record_ev
     return run_id
 
 
-def chart_scaling(big: int, small: int, reps: int) -> dict:
-    """Median seconds of `lab_chart_data` on a `big`-step and a `small`-step stored run, called alternately."""
-    plain, recorded = templates()
+def chart_scaling(cell: str, T: int, big: int, small: int, reps: int) -> dict:
+    """Median seconds of `lab_chart_data` on a `big`-step and a `small`-step stored run of this cell and
+    sequence length, called alternately."""
+    config = CONFIG.replace(cell=cell, seq_len=T)
+    plain, recorded = templates(config)
     with tempfile.TemporaryDirectory(prefix="gfl-bench-") as tmp, Store(Path(tmp) / "runs.sqlite") as store:
         started = time.perf_counter()
-        big_id = write_run(store, big, plain, recorded, CONFIG.record_every)
-        small_id = write_run(store, small, plain, recorded, CONFIG.record_every)
+        big_id = write_run(store, config, big, plain, recorded)
+        small_id = write_run(store, config, small, plain, recorded)
         write_seconds = time.perf_counter() - started
         times: dict[int, list[float]] = {big_id: [], small_id: []}
         cpu: dict[int, list[float]] = {big_id: [], small_id: []}
@@ -78,6 +81,6 @@ def chart_scaling(big: int, small: int, reps: int) -> dict:
                 cpu[run_id].append(time.thread_time() - c0)
     a, b = statistics.median(times[big_id]), statistics.median(times[small_id])
     ca, cb = statistics.median(cpu[big_id]), statistics.median(cpu[small_id])
-    return {"big_steps": big, "small_steps": small, "reps": reps, "a_ms": round(a * 1e3, 3),
+    return {"cell": cell, "T": T, "big_steps": big, "small_steps": small, "reps": reps, "a_ms": round(a * 1e3, 3),
             "b_ms": round(b * 1e3, 3), "ratio": round(a / b, 3), "cpu_a_ms": round(ca * 1e3, 3),
             "cpu_b_ms": round(cb * 1e3, 3), "cpu_ratio": round(ca / cb, 3), "write_seconds": round(write_seconds, 1)}

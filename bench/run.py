@@ -131,8 +131,12 @@ def main(argv: list[str] | None = None) -> dict:
     for key, rows in training_cases(plan, only).items():
         report[key] = judge(key, rows)
     if "P5" in only:
-        report["P5"] = judge("P5", [charts.chart_scaling(*plan.chart_steps, plan.chart_reps)])
-        _progress("P5", report["P5"]["results"][0])
+        rows = []
+        for cell in CELLS:
+            for T in plan.seq_lens:
+                rows.append(charts.chart_scaling(cell, T, *plan.chart_steps, plan.chart_reps))
+                _progress("P5", rows[-1])
+        report["P5"] = judge("P5", rows)
     if "P6" in only:
         report["P6"] = judge("P6", [memory_case(plan, args.threads)])
         _progress("P6", report["P6"]["results"][0])
