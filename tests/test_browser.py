@@ -72,7 +72,7 @@ def test_home_lists_the_lessons(app):
     url, browser, _ = app
     page = new_page(browser)
     page.goto(url)
-    expect(page.get_by_role("heading", name="Gradient Flow Lab")).to_be_visible()
+    expect(page.get_by_role("heading", name="Gradient Flow Lab", exact=True)).to_be_visible()
     for lesson in LESSONS:
         expect(page.get_by_text(f"{lesson.number}. {lesson.title}")).to_be_visible()
     expect(page.locator(".katex").first).to_be_visible()  # the cell equations are typeset
@@ -115,10 +115,10 @@ def test_runs_and_gates_pages_show_the_stored_runs(app):
     run_into_store(RunConfig(cell="lstm", hidden_size=8, batch_size=8, seq_len=5, steps=5), Store(db))
     page = new_page(browser)
     page.goto(f"{url}/runs")
-    expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+    expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
     expect(page.get_by_text(re.compile(r"\d+ of \d+ runs"))).to_be_visible()
     snapshot(page, "runs")
     page.goto(f"{url}/gates")
-    expect(page.get_by_role("heading", name="Gates")).to_be_visible()
+    expect(page.get_by_role("heading", name="Gates", exact=True)).to_be_visible()
     expect(page.get_by_text("Which units carry number")).to_be_visible()
     snapshot(page, "gates")
