@@ -3,7 +3,8 @@
 import streamlit as st
 
 from diagnostics.gallery import cell_table, task_examples
-from diagnostics.lessons import LESSONS, share_query
+from diagnostics.lessons import LESSONS
+from diagnostics.links import share_query
 
 st.title("Gradient Flow Lab")
 st.markdown(

@@ -287,14 +287,6 @@ def variant_index(lesson: Lesson, raw: str | int | None) -> int:
     return int(text)
 
 
-def share_query(lesson: Lesson, variant_index: int = 0) -> str:
-    """URL query that opens the lab on this variant and starts it: its full config plus the lesson keys."""
-    if not 0 <= variant_index < len(lesson.variants):
-        raise IndexError(f"lesson {lesson.slug!r} has variants 0 to {len(lesson.variants) - 1}, not {variant_index}")
-    config = lesson.variants[variant_index].config
-    return f"{config.to_query()}&lesson={lesson.slug}&variant={variant_index}&autorun=1"
-
-
 def shows_effect(lesson: Lesson, variant_index: int, summary: RunSummary, data: RunData) -> tuple[bool, str]:
     """Whether a finished, diagnosed run of this variant showed what `expect` promises, with the numbers why."""
     return _CHECKS[lesson.slug][variant_index](summary, data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Mapping
+from urllib.parse import urlencode
 
 from .config import EXTRA_QUERY_KEYS, ConfigError, RunConfig
 from .lessons import Lesson, lesson as find_lesson, variant_index
@@ -30,6 +31,20 @@ class Link:
         if self.run_id is not None:
             extra["run"] = str(self.run_id)
         return {k: str(v) for k, v in config.to_dict().items()} | extra
+
+    def share_query(self, config: RunConfig) -> str:
+        """The query of a link that replays this experiment for anyone and starts it: `config` and the lesson if
+        any (a stored run's id is left out: the link trains the same run anew)."""
+        params = {k: v for k, v in self.query(config).items() if k != "run"}
+        return urlencode(params | {"autorun": "1"})
+
+
+def share_query(lesson: Lesson, variant_index: int = 0) -> str:
+    """URL query that opens the lab on this lesson variant and starts it: its full config plus the lesson keys."""
+    if not 0 <= variant_index < len(lesson.variants):
+        raise IndexError(f"lesson {lesson.slug!r} has variants 0 to {len(lesson.variants) - 1}, not {variant_index}")
+    config = lesson.variants[variant_index].config
+    return Link(config, lesson, variant_index).share_query(config)
 
 
 def parse_link(params: Mapping[str, str], stored_config: Callable[[int], dict]) -> Link:

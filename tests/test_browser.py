@@ -8,7 +8,8 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from diagnostics.config import RunConfig
-from diagnostics.lessons import LESSONS, share_query
+from diagnostics.lessons import LESSONS
+from diagnostics.links import share_query
 from diagnostics.runner import run_into_store
 from diagnostics.store import Store
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, streamlit_server

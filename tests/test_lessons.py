@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from diagnostics.config import RunConfig
-from diagnostics.lessons import LESSONS, lesson, share_query, shows_effect, variant_index
+from diagnostics.lessons import LESSONS, lesson, shows_effect, variant_index
+from diagnostics.links import share_query
 from diagnostics.train import finish_diagnosis, train
 
 CASES = [(item, i) for item in LESSONS for i in range(len(item.variants))]

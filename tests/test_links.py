@@ -5,8 +5,8 @@ from urllib.parse import parse_qsl
 import pytest
 
 from diagnostics.config import RunConfig
-from diagnostics.lessons import LESSONS, share_query
-from diagnostics.links import parse_link
+from diagnostics.lessons import LESSONS
+from diagnostics.links import parse_link, share_query
 
 STORED = {7: RunConfig(cell="lstm", seq_len=20, seed=4).to_dict()}
 

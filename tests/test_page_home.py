@@ -4,7 +4,8 @@ import re
 
 from streamlit.testing.v1 import AppTest
 
-from diagnostics.lessons import LESSONS, share_query
+from diagnostics.lessons import LESSONS
+from diagnostics.links import share_query
 
 
 def test_home_shows_tasks_and_cells():

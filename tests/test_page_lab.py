@@ -7,7 +7,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from diagnostics.config import RunConfig
-from diagnostics.lessons import LESSONS, share_query
+from diagnostics.lessons import LESSONS
+from diagnostics.links import share_query
 from diagnostics.store import Store
 from tests.apptest_charts import charts
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -131,8 +130,6 @@ def sync_url(config: RunConfig) -> None:
 
 
 def share_link(config: RunConfig) -> str:
-    """A link that replays this experiment for anyone: the config, the lesson if any, and autorun (a stored
-    run's id is left out: the link starts the same run anew)."""
+    """The page's address with `Link.share_query`: anyone who opens it gets this experiment, started."""
     base = st.context.url.split("?")[0] if st.context.url else ""
-    params = {k: v for k, v in session_link().query(config).items() if k != "run"} | {"autorun": "1"}
-    return f"{base}?{urlencode(params)}"
+    return f"{base}?{session_link().share_query(config)}"
