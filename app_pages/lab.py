@@ -6,7 +6,8 @@ import dataclasses
 
 import streamlit as st
 
-from diagnostics.config import RunConfig
+from diagnostics.budget import too_big
+from diagnostics.config import ConfigError, RunConfig
 from diagnostics.live import LiveRun, QueueFull
 from ui.common import (config_controls, run_manager, session_config, session_id, session_link,
                        set_session_config, share_link, store, sync_url)
@@ -18,8 +19,10 @@ link = session_link()
 lesson = link.lesson
 
 st.title(f"Lesson {lesson.number}: {lesson.title}" if lesson else "Lab")
+shown_problems = ()
 if not st.session_state.get("lab_problems_shown"):
     st.session_state.lab_problems_shown = True  # once: the controls own the experiment from here on
+    shown_problems = link.problems
     for problem in link.problems:
         st.error(f"{problem[0].upper()}{problem[1:]}.")
     if link.problems and st.query_params.get("autorun") == "1":
@@ -56,7 +59,7 @@ def start(new_config: RunConfig) -> None:
     st.session_state.lab_link = dataclasses.replace(session_link(), run_id=None)  # the new run replaces it
     try:
         st.session_state.live_handle = manager.submit(new_config, owner=session_id()).handle
-    except QueueFull as e:
+    except (QueueFull, ConfigError) as e:
         st.session_state.lab_busy = str(e)
 
 
@@ -68,15 +71,18 @@ if busy := st.session_state.pop("lab_busy", None):
 
 live = current_run()
 running = live is not None and live.state != "done"
+oversized = too_big(config)
 left, middle, right = st.columns([1, 1, 4])
-left.button("Train", type="primary", disabled=running, on_click=start, args=(config,),
-            help="Start a run with these settings")
+left.button("Train", type="primary", disabled=running or oversized is not None, on_click=start, args=(config,),
+            help="Start a run with these settings" if oversized is None else "These settings are too big to train")
 middle.button("Stop", disabled=not running, on_click=lambda: manager.stop(live),
               help="End the run after its current step")
 with right.popover("Share this experiment"):
     st.caption("Anyone who opens this link gets the same settings, seed included, and the run starts.")
     st.code(share_link(config), language=None)
 
+if oversized is not None and not any(oversized in problem for problem in shown_problems):
+    st.warning(f"{oversized[0].upper()}{oversized[1:]}.")
 if live is not None:
     render_run(live=live, manager=manager, store=store(), on_remedy=start)
 elif session_link().run_id is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 from urllib.parse import urlencode
 
+from . import budget
 from .config import EXTRA_QUERY_KEYS, ConfigError, RunConfig
 from .lessons import Lesson, lesson as find_lesson, variant_index
 
@@ -79,5 +80,7 @@ def parse_link(params: Mapping[str, str], stored_config: Callable[[int], dict]) 
     except ConfigError as e:
         source = "the lesson's" if chosen else "the stored run's" if run_id is not None else "the default"
         problems.append(f"the link's settings could not be used ({e}); the Lab shows {source} settings instead")
+    if run_id is None and (too_big := budget.too_big(config)) is not None:
+        problems.append(f"the link's settings are shown, but {too_big}")
     autorun = params.get("autorun") == "1" and not problems and run_id is None
     return Link(config, chosen, variant, run_id, autorun, tuple(problems))

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from . import budget
 from .config import RunConfig
 from .runner import run_into_store, use_torch_threads
 from .store import Store
@@ -82,7 +83,9 @@ class RunManager:
         atexit.register(self.shutdown)
 
     def submit(self, config: RunConfig, owner: str) -> LiveRun:
-        """Queue a run for `owner` (a browser session id) and start it as soon as a slot is free."""
+        """Queue a run for `owner` (a browser session id) and start it as soon as a slot is free; a config too big
+        to train here raises ConfigError at once, before it takes a place in the queue."""
+        budget.check(config)
         run = LiveRun(handle=next(self._handles), owner=owner, config=config)
         with self._turn:
             if len(self._queue) >= MAX_WAITING:

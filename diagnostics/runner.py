@@ -9,6 +9,7 @@ from typing import Callable
 
 import torch
 
+from . import budget
 from .config import RunConfig
 from .store import Store
 from .model import RecurrentModel, build
@@ -35,7 +36,9 @@ def run_into_store(config: RunConfig, store: Store, stop: threading.Event | None
     """Train `config`, streaming every step into `store`; diagnose the stored data and close the run.
 
     Pass `run_id` of a run made with `store.create_run` to train into it (the dashboard creates the row
-    first so the page can poll it); otherwise a new run is created."""
+    first so the page can poll it); otherwise a new run is created. A config too big to train here is refused
+    (ConfigError) before anything is stored."""
+    budget.check(config)
     if run_id is None:
         run_id = store.create_run(config.to_dict())
     writer = store.writer(run_id)

@@ -90,7 +90,9 @@ def test_runs_export_and_delete(tmp_path):
     (["train", "--lr", "fast"], "lr='fast' is not valid"),
     (["export", "1", "--format", "xlsx", "--out", "x"], "allowed: csv, parquet"),
     (["delete", "99"], "no run 99"),
-], ids=["bad-cell", "zero-steps", "bad-lr", "bad-format", "unknown-run"])
+    (["train", "--cell", "lstm", "--hidden-size", "512", "--batch-size", "1024", "--seq-len", "1000"],
+     "This run is too big for one training step on this server"),
+], ids=["bad-cell", "zero-steps", "bad-lr", "bad-format", "unknown-run", "too-big"])
 def test_bad_input_gets_a_message_not_a_traceback(tmp_path, args, message):
     result = cli(*args, db=tmp_path / "runs.sqlite", check=False)
     assert result.returncode == 2

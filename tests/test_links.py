@@ -62,3 +62,13 @@ def test_a_bad_part_is_named_and_nothing_starts(query, problem, config):
     link = read(query)
     assert len(link.problems) == 1 and link.problems[0].startswith(problem), link.problems
     assert link.config == config and not link.autorun and link.lesson is None and link.run_id is None
+
+
+def test_a_link_too_big_to_train_keeps_its_settings_but_does_not_start():
+    link = read("cell=lstm&hidden_size=512&batch_size=1024&seq_len=1000&autorun=1")
+    assert link.config == RunConfig(cell="lstm", hidden_size=512, batch_size=1024, seq_len=1000)
+    assert not link.autorun and len(link.problems) == 1
+    assert link.problems[0].startswith("the link's settings are shown, but this run is too big for one training step")
+    assert link.problems[0].endswith("batch_size 50 fits)")
+    assert read("cell=lstm&hidden_size=512&batch_size=50&seq_len=1000&autorun=1").autorun
+    assert not read("cell=lstm&hidden_size=512&batch_size=51&seq_len=1000&autorun=1").autorun

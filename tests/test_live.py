@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from diagnostics.config import RunConfig
+from diagnostics.config import ConfigError, RunConfig
 from diagnostics.live import MAX_WAITING, QueueFull, RunManager, max_runs_from_env
 
 SMALL = RunConfig(hidden_size=8, batch_size=8, seq_len=5, steps=5, record_every=1)
@@ -105,3 +105,13 @@ def test_a_full_queue_refuses_with_a_message(tmp_path):
     assert [manager.queue_position(r) for r in waiting] == list(range(1, MAX_WAITING + 1))
     manager.shutdown()
     assert all(r.state == "done" and r.run_id is None for r in waiting) and first.summary.status == "stopped"
+
+
+def test_a_run_too_big_to_train_is_refused_before_it_queues(tmp_path):
+    manager = RunManager(tmp_path / "runs.sqlite", max_concurrent=1)
+    with pytest.raises(ConfigError, match="This run is too big for one training step on this server"):
+        manager.submit(SMALL.replace(cell="lstm", hidden_size=512, batch_size=1024, seq_len=1000), owner="a")
+    assert manager.store.list_runs() == []
+    run = manager.submit(SMALL, owner="a")  # the refused one took no place in the queue
+    wait_for(lambda: run.state == "done")
+    assert run.summary.status == "completed" and [r.id for r in manager.store.list_runs()] == [run.run_id]

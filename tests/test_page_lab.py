@@ -73,6 +73,20 @@ def test_bad_link_gets_a_message_and_the_defaults_and_does_not_train(db):
     assert "No run yet" in at.info[1].value and Store(db).list_runs() == []  # a bad link starts nothing
 
 
+def test_settings_too_big_to_train_are_named_and_train_is_disabled_until_they_fit(db):
+    at = open_lab("cell=lstm&hidden_size=512&batch_size=1024&seq_len=1000&autorun=1")
+    assert not at.exception and len(at.error) == 1 and not at.warning  # said once, as the link's problem
+    assert "The link's settings are shown, but this run is too big" in at.error[0].value
+    assert "the run does not start by itself" in at.info[0].value
+    train = next(b for b in at.button if b.label == "Train")
+    assert train.disabled and Store(db).list_runs() == []
+    at.sidebar.number_input(key="cfg_batch_size").set_value(100).run()
+    assert "batch_size 100 × seq_len 1000 needs about 6.2 GB" in at.warning[0].value  # still too big, said again
+    assert next(b for b in at.button if b.label == "Train").disabled
+    at.sidebar.number_input(key="cfg_batch_size").set_value(50).run()
+    assert not at.warning and not next(b for b in at.button if b.label == "Train").disabled
+
+
 def test_train_runs_to_charts_and_a_stored_run(db):
     at = open_lab(SMALL.to_query())
     next(b for b in at.button if b.label == "Train").click().run()
