@@ -2,4 +2,5 @@
 
 from .run import main
 
-main()
+if __name__ == "__main__":  # P7's run processes import the main module again (multiprocessing's forkserver)
+    main()

@@ -17,7 +17,8 @@ from diagnostics.config import RunConfig
 from diagnostics.store import Store
 from diagnostics.train import train
 
-CONFIG = RunConfig(hidden_size=64, batch_size=64, steps=10, record_every=10)  # cell and seq_len per case
+from .training import config_for
+
 MAX_POINTS = 2000  # what the lab page asks for
 
 
@@ -62,7 +63,7 @@ def write_run(store: Store, config: RunConfig, steps: int, plain: tuple, recorde
 def chart_scaling(cell: str, T: int, big: int, small: int, reps: int) -> dict:
     """Median seconds of `lab_chart_data` on a `big`-step and a `small`-step stored run of this cell and
     sequence length, called alternately."""
-    config = CONFIG.replace(cell=cell, seq_len=T)
+    config = config_for(cell, T, steps=10, record_every=10)
     plain, recorded = templates(config)
     with tempfile.TemporaryDirectory(prefix="gfl-bench-") as tmp, Store(Path(tmp) / "runs.sqlite") as store:
         started = time.perf_counter()

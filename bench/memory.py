@@ -1,7 +1,7 @@
 """P6: resident memory growth over a long run recording everything every step into the store.
 
-Run in a fresh interpreter (`python -m bench.memory STEPS THREADS`), so nothing another benchmark left behind counts;
-it prints one JSON object. RSS comes from /proc/self/status, sampled every `SAMPLE_EVERY` steps."""
+Run in a fresh interpreter (`python -m bench.memory CELL T STEPS THREADS`), so nothing another benchmark or
+another cell left behind counts; it prints one JSON object. RSS comes from /proc/self/status, sampled every `SAMPLE_EVERY` steps."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ from pathlib import Path
 
 import torch
 
-from diagnostics.config import RunConfig
 from diagnostics.store import Store
 from diagnostics.train import train
 
+from .training import config_for
+
 SAMPLE_EVERY = 100
 WARMUP = 200  # steps (at most half the run)
-# Small sizes keep 20 000 steps within a few minutes; the rows per step (every metric, gate and ∂L/∂h_t) are
-# the same kinds a large run writes, which is what could accumulate.
-CONFIG = RunConfig(cell="lstm", hidden_size=16, batch_size=16, seq_len=8, record_every=1)
+# Small hidden and batch sizes keep 20 000 steps at T=200 within half an hour. What a recorded step writes (a metric
+# row per layer, one ‖∂L/∂h_t‖ per time step and layer, gate statistics per time step, gate and layer) depends on
+# the cell, T and the layers, not on these sizes, and that is what could accumulate.
+SIZES = {"hidden_size": 16, "batch_size": 16}
 
 
 def rss_mb() -> float:
@@ -32,14 +34,14 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def measure(steps: int) -> dict:
+def measure(cell: str, T: int, steps: int) -> dict:
     """RSS before the run, after the warm-up, at its largest after it and at the end.
 
     The growth judged is the largest RSS after the warm-up minus the RSS when it ended: the first steps' one-off
     costs (the optimiser imports torch._dynamo, ~90 MB; allocator pools; SQLite's page cache) are not memory kept
     per step, so they are reported apart."""
     warmup = min(WARMUP, steps // 2)
-    config = RunConfig(**{**CONFIG.to_dict(), "steps": steps})
+    config = config_for(cell, T, steps, record_every=1).replace(**SIZES)
     samples: dict[int, float] = {}
 
     def on_step(summary):
@@ -53,7 +55,7 @@ def measure(steps: int) -> dict:
         summary, _ = train(config, sink=writer, on_step=on_step)
         writer.close(summary.status, summary.to_dict())
     peak, end = max(v for s, v in samples.items() if s >= warmup), samples[max(samples)]
-    return {"cell": config.cell, "hidden_size": config.hidden_size, "T": config.seq_len + 2, "steps": steps,
+    return {"cell": cell, "T": T, **SIZES, "steps": steps,
             "status": summary.status, "rss_before_mb": round(before, 1), "rss_warm_mb": round(samples[warmup], 1),
             "rss_peak_mb": round(peak, 1), "rss_end_mb": round(end, 1), "warmup_steps": warmup,
             "warmup_growth_mb": round(samples[warmup] - before, 1), "growth_mb": round(peak - samples[warmup], 1),
@@ -61,5 +63,6 @@ def measure(steps: int) -> dict:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(int(sys.argv[2]))
-    print(json.dumps(measure(int(sys.argv[1]))))
+    cell, T, steps, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    torch.set_num_threads(threads)
+    print(json.dumps(measure(cell, T, steps)))

@@ -4,7 +4,8 @@ ratios on stdout and the numbers in a JSON file.
 Each ratio is A ÷ B measured side by side in one process: training loops run in lock-step (one step of A, one
 of B, ...), so load from other processes and thermal drift hit both; per-step times are medians after a warm-up.
 Targets judge the wall-clock ratio; the CPU-time ratio (each loop thread's own CPU seconds) is printed beside
-it because on a shared machine it is the steadier of the two.
+it because on a shared machine it is the steadier of the two. With `--only`, the cases not measured keep their
+results from the existing JSON file (each case says when it was measured), so a long case can be run apart.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from . import charts, training
+from . import charts, training, watching
 from .training import Window
 
 CELLS = ("rnn", "lstm", "gru")  # the vanilla RNN with tanh, the one with a fused kernel and most use
@@ -32,6 +33,7 @@ CASES = {  # key: (what A ÷ B compares, target ratio or MB)
     "P4": ("lab training, record_every=10, into the SQLite store ÷ into memory", 1.05),
     "P5": ("lab chart data of a stored 100 000-step run ÷ of a 1 000-step run", 3.0),
     "P6": ("resident memory growth (MB) over a 20 000-step run recording every step into the store", 100.0),
+    "P7": ("a dashboard run's step while its Lab page draws the charts every second ÷ while nobody watches", 1.15),
 }
 
 
@@ -45,47 +47,53 @@ class Plan:
     chart_steps: tuple[int, int]
     chart_reps: int
     memory_steps: int
+    watch_windows: tuple[float, int]  # P7: seconds per window, windows per side
 
 
-FULL = Plan((50, 200), Window(10, 40), Window(10, 200), (100_000, 1_000), 9, 20_000)
-QUICK = Plan((20,), Window(1, 4), Window(1, 50), (1_500, 500), 1, 200)
+FULL = Plan((50, 200), Window(10, 40), Window(10, 200), (100_000, 1_000), 9, 20_000, (5.0, 3))
+QUICK = Plan((20,), Window(1, 4), Window(1, 50), (1_500, 500), 1, 200, (1.5, 1))
 
 
-def training_cases(plan: Plan, only: set[str]) -> dict[str, list[dict]]:
-    runs = {"P1": training.recording_cost, "P2": training.against_pytorch, "P3": training.unrolled_vs_fused,
-            "P4": training.store_cost}
-    out = {}
-    for key, run in runs.items():
-        if key not in only:
-            continue
-        window = plan.store_window if key == "P4" else plan.window
-        out[key] = []
-        for cell in CELLS:
-            for T in plan.seq_lens:
-                out[key].append(run(cell, T, window))
-                _progress(key, out[key][-1])
-    return out
+def cases(plan: Plan, threads: int) -> dict:
+    """Each case as `run(cell, T)`."""
+    return {"P1": lambda cell, T: training.recording_cost(cell, T, plan.window),
+            "P2": lambda cell, T: training.against_pytorch(cell, T, plan.window),
+            "P3": lambda cell, T: training.unrolled_vs_fused(cell, T, plan.window),
+            "P4": lambda cell, T: training.store_cost(cell, T, plan.store_window),
+            "P5": lambda cell, T: charts.chart_scaling(cell, T, *plan.chart_steps, plan.chart_reps),
+            "P6": lambda cell, T: memory_case(cell, T, plan.memory_steps, threads),
+            "P7": lambda cell, T: watching.watching_cost(cell, T, *plan.watch_windows)}
 
 
-def memory_case(plan: Plan, threads: int) -> dict:
+def memory_case(cell: str, T: int, steps: int, threads: int) -> dict:
     """P6 in a fresh interpreter, so only this run's memory is counted."""
-    done = subprocess.run([sys.executable, "-m", "bench.memory", str(plan.memory_steps), str(threads)],
+    done = subprocess.run([sys.executable, "-m", "bench.memory", cell, str(T), str(steps), str(threads)],
                           capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _progress(key: str, row: dict) -> None:
-    print(f"  {key} {row.get('cell', '')} T={row.get('T', '')}: {row.get('ratio', row.get('growth_mb'))}",
-          file=sys.stderr, flush=True)
+def _progress(row: dict) -> None:
+    print(f"  {row['cell']} T={row['T']}: {row.get('ratio', row.get('growth_mb'))}", file=sys.stderr, flush=True)
 
 
-def judge(key: str, rows: list[dict]) -> dict:
+def judge(key: str, rows: list[dict], quick: bool) -> dict:
     target = CASES[key][1]
     value = "growth_mb" if key == "P6" else "ratio"
     for row in rows:
         if value in row:
             row["met"] = row[value] <= target
-    return {"what": CASES[key][0], "target": target, "results": rows}
+    return {"what": CASES[key][0], "target": target, "measured": time.strftime("%Y-%m-%d %H:%M"), "quick": quick,
+            "results": rows}
+
+
+def per_case(plan: Plan, run) -> list[dict]:
+    """`run(cell, T)` for every cell and sequence length of the plan, reporting progress."""
+    rows = []
+    for cell in CELLS:
+        for T in plan.seq_lens:
+            rows.append(run(cell, T))
+            _progress(rows[-1])
+    return rows
 
 
 def table(report: dict) -> str:
@@ -96,9 +104,6 @@ def table(report: dict) -> str:
             continue
         case = report[key]
         for row in case["results"]:
-            if "error" in row:
-                lines.append(f"{key:4}  {row['error']}")
-                continue
             if key == "P6":
                 a, b, ratio = f"{row['rss_peak_mb']}MB", f"{row['rss_warm_mb']}MB", f"+{row['growth_mb']}MB"
             else:
@@ -120,26 +125,23 @@ def main(argv: list[str] | None = None) -> dict:
     # core another process holds (measured 5–19x slower for both sides), which would swamp every ratio.
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides (default 1)")
     args = parser.parse_args(argv)
-    only = {key.strip().upper() for key in args.only.split(",")}
+    asked = {part.strip().upper() for part in args.only.split(",") if part.strip()}
+    if not asked or asked - set(CASES):
+        parser.error(f"--only {args.only!r}: the cases are {', '.join(CASES)} (comma-separated)")
+    only = [key for key in CASES if key in asked]
     plan = QUICK if args.quick else FULL
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     started = time.perf_counter()
-    report: dict = {"meta": {"quick": args.quick, "torch": torch.__version__, "python": platform.python_version(),
-                             "threads": torch.get_num_threads(), "batch_size": 64, "hidden_size": 64,
-                             "window": vars(plan.window), "store_window": vars(plan.store_window)}}
-    for key, rows in training_cases(plan, only).items():
-        report[key] = judge(key, rows)
-    if "P5" in only:
-        rows = []
-        for cell in CELLS:
-            for T in plan.seq_lens:
-                rows.append(charts.chart_scaling(cell, T, *plan.chart_steps, plan.chart_reps))
-                _progress("P5", rows[-1])
-        report["P5"] = judge("P5", rows)
-    if "P6" in only:
-        report["P6"] = judge("P6", [memory_case(plan, args.threads)])
-        _progress("P6", report["P6"]["results"][0])
+    kept = json.loads(args.out.read_text()) if len(only) < len(CASES) and args.out.exists() else {}
+    report: dict = {**kept, "meta": {"quick": args.quick, "torch": torch.__version__,
+                                     "python": platform.python_version(), "threads": torch.get_num_threads(),
+                                     "batch_size": 64, "hidden_size": 64, "window": vars(plan.window),
+                                     "store_window": vars(plan.store_window), "measured": only}}
+    run = cases(plan, args.threads)
+    for key in only:
+        print(f"{key}: {CASES[key][0]}", file=sys.stderr, flush=True)
+        report[key] = judge(key, per_case(plan, run[key]), args.quick)
     report["meta"]["seconds"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

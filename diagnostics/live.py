@@ -1,14 +1,23 @@
-"""Live runs for the dashboard: background worker threads, a server-wide cap with a FIFO queue, Stop.
+"""Live runs for the dashboard: background workers, a server-wide cap with a FIFO queue, Stop.
 
 Workers never touch the UI; they train into the store, and pages poll the store and a `LiveRun`'s
 progress. One `RunManager` serves the whole server, so the cap holds across browser sessions.
+
+Each run trains in a process of its own (forked from a server that has imported torch already, so it starts in
+about a tenth of a second). In a thread of the server's process, a run shared the GIL with every page drawing
+charts: a watched LSTM trained 3–6× slower than an unwatched one. A thread per run stays in the server to wait
+for its turn, relay progress and notice a process that died. As with any multiprocessing, a script that starts
+runs itself must do so under `if __name__ == "__main__":`, since each run's process imports the main module.
 """
 
 from __future__ import annotations
 
 import atexit
 import itertools
+import multiprocessing
+import multiprocessing.synchronize
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -27,6 +36,10 @@ MAX_WAITING = 20  # a longer queue is refused: a public demo must not pile up th
 # visitor who leaves does not keep a slot. Pages poll every second while a run is live.
 ABANDONED_SECONDS = 30.0
 KEEP_DONE = 100  # finished runs kept in memory for their pages' final view; older ones are in the store only
+PROGRESS_SECONDS = 0.1  # a run's process reports its step count at most this often
+# forkserver, not fork: the server has Tornado and Streamlit threads whose locks a plain fork could copy held.
+_PROCESSES = multiprocessing.get_context("forkserver")
+_PROCESSES.set_forkserver_preload(["diagnostics.runner"])
 
 
 def max_runs_from_env() -> int:
@@ -49,7 +62,8 @@ class LiveRun:
     started: float | None = None
     summary: RunSummary | None = None
     error: str | None = None
-    stop_event: threading.Event = field(default_factory=threading.Event)
+    pid: int | None = None  # of the process that trains it
+    stop_event: multiprocessing.synchronize.Event = field(default_factory=lambda: _PROCESSES.Event())
     last_seen: float = field(default_factory=time.monotonic)  # when its page last polled it
 
     @property
@@ -71,7 +85,6 @@ class RunManager:
         self.store = Store(store_path)
         self.max_concurrent = max_concurrent or max_runs_from_env()
         self.abandoned_seconds = abandoned_seconds
-        use_torch_threads()  # process-wide: the server's runs share its cores one thread each
         self._turn = threading.Condition()  # guards everything below; workers wait on it for their turn
         self._queue: deque[int] = deque()
         self._running = 0
@@ -153,20 +166,52 @@ class RunManager:
             run.started = time.perf_counter()
             run.run_id = self.store.create_run(run.config.to_dict())
             run.state = "running"
+            self._follow(run, self._start_process(run))
+        except Exception as e:  # shown on the page; the stored steps stay readable
+            run.error = f"{e} ({type(e).__name__})"
+        finally:
+            if run.error is not None:
+                kept = "everything it recorded is kept" if run.run_id is not None else "nothing was recorded"
+                run.error = f"{run.error}; {kept}"
+            self._finish(run, took_slot=True)
 
-            def progress(summary: RunSummary) -> None:
-                run.steps_done = summary.steps_done
-                run.steps_per_second = summary.steps_done / max(time.perf_counter() - run.started, 1e-9)
+    def _start_process(self, run: LiveRun) -> tuple:
+        receiver, sender = _PROCESSES.Pipe(duplex=False)
+        process = _PROCESSES.Process(target=_train_in_process, name=f"gfl-run-{run.handle}", daemon=True,
+                                     args=(run.config, str(self.store.path), run.run_id, run.stop_event, sender))
+        process.start()
+        run.pid = process.pid
+        sender.close()  # the child holds the only sending end, so its exit reads as end of file here
+        return process, receiver
+
+    def _follow(self, run: LiveRun, started: tuple) -> None:
+        """Relay the process's progress and result into `run`, and stop it when its page is abandoned."""
+        process, receiver = started
+        try:
+            while True:
                 if self._abandoned(run):
                     run.stop_event.set()
-
-            run.summary = run_into_store(run.config, self.store, stop=run.stop_event, on_step=progress,
-                                         run_id=run.run_id)
-        except Exception as e:  # shown on the page; the stored steps stay readable
-            kept = "everything it recorded before is kept" if run.run_id is not None else "nothing was recorded"
-            run.error = f"{e} ({type(e).__name__}); {kept}"
+                if not receiver.poll(0.2):
+                    continue
+                try:
+                    kind, value = receiver.recv()
+                except EOFError:  # died without a word: killed (out of memory?) or crashed
+                    process.join()
+                    killed = ", killed by the system, perhaps for lack of memory" if process.exitcode == -9 else ""
+                    run.error = f"the run's training process ended unexpectedly (exit code {process.exitcode}{killed})"
+                    return
+                if kind == "progress":
+                    run.steps_done = value
+                    run.steps_per_second = value / max(time.perf_counter() - run.started, 1e-9)
+                    continue
+                if kind == "done":
+                    run.summary, run.steps_done = value, value.steps_done
+                else:
+                    run.error = value
+                return
         finally:
-            self._finish(run, took_slot=True)
+            receiver.close()
+            process.join()
 
     def _finish(self, run: LiveRun, took_slot: bool) -> None:
         with self._turn:
@@ -176,3 +221,28 @@ class RunManager:
             while len(self._done) > KEEP_DONE:
                 self._runs.pop(self._done.popleft(), None)
             self._turn.notify_all()
+
+
+def _train_in_process(config: RunConfig, store_path: str, run_id: int, stop, sender) -> None:
+    """A run's own process: train into the store, sending ("progress", steps), then ("done", summary) or
+    ("error", message). It ends by itself when the server is gone, so no run outlives its dashboard."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the server reaches its runs through Stop instead
+    use_torch_threads()
+    server, last = multiprocessing.parent_process(), 0.0
+
+    def progress(summary: RunSummary) -> None:
+        nonlocal last
+        if server is not None and not server.is_alive():
+            stop.set()
+        if time.monotonic() - last >= PROGRESS_SECONDS:
+            sender.send(("progress", summary.steps_done))
+            last = time.monotonic()
+
+    try:
+        with Store(store_path) as store:
+            summary = run_into_store(config, store, stop=stop, on_step=progress, run_id=run_id)
+        sender.send(("done", summary))
+    except Exception as e:
+        sender.send(("error", f"{e} ({type(e).__name__})"))
+    finally:
+        sender.close()

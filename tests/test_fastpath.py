@@ -106,8 +106,8 @@ def test_bench_quick_writes_every_case(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert {f"P{i}" for i in range(1, 7)} <= set(report)
-    for key in (f"P{i}" for i in range(1, 7)):
+    assert {f"P{i}" for i in range(1, 8)} <= set(report)
+    for key in (f"P{i}" for i in range(1, 8)):
         assert report[key]["results"], key
         for row in report[key]["results"]:
             if key == "P6":  # memory growth in MB: any finite number (it can be 0 or below after warm-up)
