@@ -1,7 +1,8 @@
 """P6: resident memory growth over a long run recording everything every step into the store.
 
 Run in a fresh interpreter (`python -m bench.memory CELL T STEPS THREADS`), so nothing another benchmark or
-another cell left behind counts; it prints one JSON object. RSS comes from /proc/self/status, sampled every `SAMPLE_EVERY` steps."""
+another cell left behind counts; it prints one JSON object. RSS comes from /proc/self/status, sampled every
+`SAMPLE_EVERY` steps."""
 
 from __future__ import annotations
 

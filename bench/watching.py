@@ -24,9 +24,6 @@ from diagnostics.live import RunManager
 from .training import RECORD_EVERY, config_for
 
 MARGIN = 3  # steps left out at each window's edges: the page learns the step count up to 0.1 s late
-CHART_BUILDERS = (charts.loss_chart, charts.metric_chart, charts.grad_norm_chart, charts.time_profile_chart,
-                  charts.time_grad_heatmap, charts.weight_chart, charts.update_ratio_chart, charts.spectral_chart,
-                  charts.saturation_chart)
 
 
 def _to_arrow(data, datasets: dict) -> dict:
@@ -46,8 +43,9 @@ def draw(store, run_id: int) -> None:
     datasets: dict = {}
     alt.data_transformers.register("bench_arrow", _to_arrow)
     with alt.data_transformers.enable("bench_arrow", datasets=datasets):
-        for build in CHART_BUILDERS:
-            build(data).to_dict()
+        for row in charts.LAB_CHART_ROWS:
+            for build in row:
+                build(data).to_dict()
 
 
 def watching_cost(cell: str, T: int, window_seconds: float, windows: int) -> dict:

@@ -251,3 +251,8 @@ def fit_summary(data: LabChartData) -> str:
     if fit.horizon is None:
         return f"gain ×{fit.gain:.2f} per step · no decay back in time"
     return f"gain ×{fit.gain:.2f} per step · memory horizon ≈ {fit.horizon:.0f} steps"
+
+
+# The lab's charts in rows: two side by side, or one at full width (the heatmap needs it).
+LAB_CHART_ROWS = ((loss_chart, metric_chart), (grad_norm_chart, time_profile_chart), (time_grad_heatmap,),
+                  (weight_chart, update_ratio_chart), (spectral_chart, saturation_chart))

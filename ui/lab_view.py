@@ -116,14 +116,8 @@ def show(chart) -> None:
     st.altair_chart(chart, width="stretch")
 
 
-# Chart rows of the lab: two charts side by side, or one at full width (the heatmap needs it).
-CHART_ROWS = ((charts.loss_chart, charts.metric_chart), (charts.grad_norm_chart, charts.time_profile_chart),
-              (charts.time_grad_heatmap,), (charts.weight_chart, charts.update_ratio_chart),
-              (charts.spectral_chart, charts.saturation_chart))
-
-
 def _charts(data: LabChartData) -> None:
-    for row in CHART_ROWS:
+    for row in charts.LAB_CHART_ROWS:
         for column, build in zip(st.columns(len(row)), row):
             with column:
                 show(build(data))
