@@ -21,9 +21,9 @@ from .training import config_for
 
 SAMPLE_EVERY = 100
 WARMUP = 200  # steps (at most half the run)
-# Small hidden and batch sizes keep 20 000 steps at T=200 within half an hour. What a recorded step writes (a metric
-# row per layer, one ‖∂L/∂h_t‖ per time step and layer, gate statistics per time step, gate and layer) depends on
-# the cell, T and the layers, not on these sizes, and that is what could accumulate.
+# Small hidden and batch sizes keep 20 000 steps at T=200 within half an hour. What a recorded step writes
+# (a metric row per layer, one ‖∂L/∂h_t‖ per time step and layer, gate statistics per time step, gate and
+# layer) depends on the cell, T and the layers, not on these sizes, and that is what could accumulate.
 SIZES = {"hidden_size": 16, "batch_size": 16}
 
 

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 
 from . import budget
 from .config import RunConfig
@@ -166,7 +167,7 @@ class RunManager:
             run.started = time.perf_counter()
             run.run_id = self.store.create_run(run.config.to_dict())
             run.state = "running"
-            self._follow(run, self._start_process(run))
+            self._follow(run, *self._start_process(run))
         except Exception as e:  # shown on the page; the stored steps stay readable
             run.error = f"{e} ({type(e).__name__})"
         finally:
@@ -175,7 +176,7 @@ class RunManager:
                 run.error = f"{run.error}; {kept}"
             self._finish(run, took_slot=True)
 
-    def _start_process(self, run: LiveRun) -> tuple:
+    def _start_process(self, run: LiveRun) -> tuple[multiprocessing.process.BaseProcess, Connection]:
         receiver, sender = _PROCESSES.Pipe(duplex=False)
         process = _PROCESSES.Process(target=_train_in_process, name=f"gfl-run-{run.handle}", daemon=True,
                                      args=(run.config, str(self.store.path), run.run_id, run.stop_event, sender))
@@ -184,9 +185,8 @@ class RunManager:
         sender.close()  # the child holds the only sending end, so its exit reads as end of file here
         return process, receiver
 
-    def _follow(self, run: LiveRun, started: tuple) -> None:
+    def _follow(self, run: LiveRun, process: multiprocessing.process.BaseProcess, receiver: Connection) -> None:
         """Relay the process's progress and result into `run`, and stop it when its page is abandoned."""
-        process, receiver = started
         try:
             while True:
                 if self._abandoned(run):
