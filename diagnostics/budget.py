@@ -17,8 +17,7 @@ import math
 from dataclasses import dataclass
 
 from .config import ConfigError, RunConfig
-from .model import task_options
-from .tasks import make_task
+from .model import task_of
 
 GATE_BLOCKS = {"rnn": 1, "lstm": 4, "gru": 3}  # blocks of `hidden_size` rows in W_hh
 BYTES_PER_VALUE = 30  # kept per (time step, sequence, unit, gate block): activations, gradients, statistics
@@ -45,7 +44,7 @@ class StepCost:
 
 
 def step_cost(config: RunConfig) -> StepCost:
-    task = make_task(config.task, config.seq_len, **task_options(config))
+    task = task_of(config)
     per_layer = task.total_steps() * config.batch_size * config.hidden_size * GATE_BLOCKS[config.cell]
     values = per_layer * config.num_layers
     # Layer 0 reads the task's input, the others the layer below; every layer multiplies its hidden state.

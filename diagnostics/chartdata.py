@@ -16,11 +16,11 @@ import pandas as pd
 
 from . import rundata as rd
 from .config import RunConfig
-from .diagnosis import MEMORY_GATES, SIGMOID_GATES, TimeGradientFit, time_gradient_fit
-from .model import task_options
+from .diagnosis import MEMORY_GATES, SIGMOID_GATES
+from .gradflow import TimeGradientFit, time_gradient_fit
+from .model import task_of
 from .rundata import RunData
 from .store import CHART_METRICS, CHART_RECORDED_STEPS, CHART_TENSORS, CHART_TIME_BUCKETS, Store
-from .tasks import make_task
 
 MAX_POINTS = 2000  # per series: more than a chart is wide in pixels, few enough for the browser
 FINITE, UNDERFLOW, NONFINITE = "finite", "underflow (0 in float32)", "non-finite"  # heatmap cell kinds
@@ -119,7 +119,7 @@ def lab_chart_data_from_memory(run_data: RunData, config: RunConfig, max_points:
 
 def _chart_data(data: RunData, config: RunConfig, max_points: int) -> LabChartData:
     """Split a reduced run into the tables each chart draws."""
-    T = make_task(config.task, config.seq_len, **task_options(config)).total_steps()
+    T = task_of(config).total_steps()
     events = data.events[data.events["kind"] == rd.EVENT_NONFINITE].reset_index(drop=True)
     m = downsample(data.metrics, max_points, keep_steps=events["step"].unique())
     step = profile_step(data.time_grads)

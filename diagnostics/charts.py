@@ -14,10 +14,9 @@ import numpy as np
 import pandas as pd
 
 from .chartdata import FINITE, NONFINITE, UNDERFLOW, LabChartData
-from .config import RunConfig
-from .diagnosis import GRAD_LIMIT, SATURATION_LIMIT, vanishing_bound
-from .model import task_options
-from .tasks import Task, make_task
+from .diagnosis import GRAD_LIMIT, SATURATION_LIMIT
+from .gradflow import vanishing_bound
+from .model import task_of
 
 STEP = "training step"
 EVENT_RED = "#d62728"
@@ -35,11 +34,6 @@ def _data(df: pd.DataFrame) -> pd.DataFrame:
     call (4.5 s for the lab's charts of a 1 000-step LSTM run at T=200, against 0.8 s as frames); Streamlit
     sends frames to the browser as Arrow, NaN and ±Inf included."""
     return df.reset_index(drop=True)
-
-
-def _task(config: RunConfig) -> Task:
-    """The run's task, for its baselines, metric and sequence length T."""
-    return make_task(config.task, config.seq_len, **task_options(config))
 
 
 def _drawable(df: pd.DataFrame, log: bool) -> tuple[pd.DataFrame, int]:
@@ -123,7 +117,7 @@ def _series_chart(title: str, df: pd.DataFrame, y_title: str, events: pd.DataFra
 # --- training curves ------------------------------------------------------------------------------------
 def loss_chart(data: LabChartData) -> alt.LayerChart:
     """The loss against a memoryless model's: staying on that line means no gradient crossed the distance."""
-    task = _task(data.config)
+    task = task_of(data.config)
     label = f"memoryless baseline, {task.baseline_label}: loss {task.baseline_loss:.3g}"
     return _series_chart("Training loss", data.loss.assign(series="loss"), f"loss ({task.loss_name}, log scale)",
                          data.events, rules=[_rule(task.baseline_loss, label)],
@@ -132,7 +126,7 @@ def loss_chart(data: LabChartData) -> alt.LayerChart:
 
 def metric_chart(data: LabChartData) -> alt.LayerChart:
     """Accuracy (linear, 0–100 %) or MSE (log scale) against the memoryless baseline."""
-    task = _task(data.config)
+    task = task_of(data.config)
     log = not task.higher_is_better  # accuracy is a share; an MSE spans decades
     y_title = f"{task.metric_name} (log scale)" if log else f"{task.metric_name} (share correct, 0–100 %)"
     return _series_chart(f"Training {task.metric_name}", data.metric.assign(series=task.metric_name), y_title,
@@ -192,7 +186,7 @@ def saturation_chart(data: LabChartData) -> alt.LayerChart:
 def time_grad_heatmap(data: LabChartData) -> alt.VConcatChart:
     """‖∂L/∂h_t‖ per recorded step and time step, per layer; 0 and NaN/±Inf get own colours (no log10)."""
     cells = data.time_grad_cells
-    T = _task(data.config).total_steps()
+    T = task_of(data.config).total_steps()
     layers = sorted(cells["layer"].unique()) if not cells.empty else [0]
     panels = [_heatmap_panel(cells[cells["layer"] == k], k, T, data.events) for k in layers]
     per_row = int((cells["t_to"] - cells["t_from"]).max()) + 1 if not cells.empty else 1
@@ -225,7 +219,7 @@ def _heatmap_panel(cells: pd.DataFrame, layer: int, T: int, events: pd.DataFrame
 
 def time_profile_chart(data: LabChartData) -> alt.Chart:
     """The latest finite ‖∂L/∂h_t‖ over t and its fit gain^(T−t): how far back the network can learn."""
-    T = _task(data.config).total_steps()
+    T = task_of(data.config).total_steps()
     profile = data.time_profile.assign(series="layer " + data.time_profile["layer"].astype(str), line="measured")
     fit = data.time_fit_line.assign(series="layer 0", line="fit ∝ gain^(T−t)")
     drawn, hidden = _drawable(pd.concat([profile, fit], ignore_index=True), log=True)

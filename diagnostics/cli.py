@@ -13,7 +13,7 @@ import time
 from .config import ConfigError, RunConfig, allowed_text
 from .runner import run_into_store, use_torch_threads
 from .store import Store, StoreError, strict_json
-from .train import RunSummary
+from .summary import RunSummary
 
 EXPORT_FORMATS = ("csv", "parquet")
 
@@ -126,13 +126,16 @@ def human_summary(s: RunSummary) -> str:
         e = s.first_nonfinite
         lines.append(f"first NaN/Inf: step {e['step']}, {e['tensor']}, layer {e['layer']}, time step {e['time_step']}")
     if s.time_grad_ratio is not None:
-        lines.append(f"‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ = {s.time_grad_ratio:.3g} at step {s.time_grad_step}")
+        horizon = "no decay" if s.memory_horizon is None else f"memory horizon {s.memory_horizon:.3g} steps"
+        lines.append(f"‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ = {s.time_grad_ratio:.3g} at step {s.time_grad_step}, gain per step "
+                     f"{_num(s.time_grad_gain)}, {horizon}")
+    if s.verdict:
+        lines.append(s.verdict)
     for d in s.diagnoses:
-        lines.append(f"{d['kind'].upper()} ({d['rule']}): {d['message']}")
+        label = "PROBLEM" if d["severity"] == "problem" else "note"
+        lines.append(f"{label}: {d['kind']} ({d['rule']}): {d['message']}")
         for r in d["remedies"]:
             lines.append(f"  try: {r['label']}  {strict_json(r['changes'])}")
-    if not s.diagnoses:
-        lines.append("no exploding or vanishing gradients diagnosed")
     return "\n".join(lines)
 
 

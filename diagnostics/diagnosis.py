@@ -1,42 +1,63 @@
-"""Rules that read one run's recording and say, in plain words, whether its gradients explode or vanish.
+"""Rules that read one run's recording and say, in plain words, whether its gradients exploded or vanished, and
+whether that harmed the run.
 
-Each ``check_*`` function is pure over the recorded tables (`RunData`) and the run's `RunConfig`: it returns
-a `Diagnosis` (what fired, the numbers behind it, concrete config changes that should help) or None.
-`diagnose` runs every rule, exploding ones first. Thresholds are module constants so charts can draw them.
+A gradient signal alone is not a verdict: clipping caps spikes and the loss keeps falling, an LSTM's gradient
+vanishes at initialisation and recovers, Adam learns from a vanished gradient. So `diagnose` first judges the
+run once (`Judgement`): did exploding gradients harm it (a value went non-finite, the loss ran away or jumped
+back up and stayed, the weights grew without bound while it did not learn), and did a run that did not learn
+lose the gradient before it reached the input its task depends on? Each ``check_*`` rule then reports its own
+signal with ``severity`` "problem" when the run was harmed by a signal of that kind and "note" otherwise.
+Only problems carry remedies, each a concrete `RunConfig` change. Thresholds are module constants, so charts
+and lessons can draw and cite them.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import rundata as rd
-from .config import ConfigError, RunConfig
+from .config import RunConfig
+from .gradflow import GAMMA, VANISHED, Reach, gradient_reach, vanishing_bound
+from .outcome import Outcome
+from .remedies import (SATURATION_CURES, SPECTRAL_CURES, VANISHING_CURES, WEIGHT_GROWTH_CURES, Builder, Remedy,
+                       explosion_cures, remedies_for)
 from .rundata import RunData
+from .tasks import Dependency
+
+PROBLEM, NOTE = "problem", "note"
+EXPLODING, VANISHING = "exploding", "vanishing"
 
 # --- exploding ------------------------------------------------------------------------------------------
-# Learning moves a layer's weight norm by a few percent over tens of steps; more than doubling within 50
-# recorded steps is the exponential growth that lets ||W_hh|| pass the explosion bound (Pascanu et al. 2013).
+# Learning moves a layer's recurrent weights by a few percent over tens of steps; more than doubling within 50
+# steps is the exponential growth that lets ||W_hh|| pass the explosion bound (Pascanu et al. 2013).
 WEIGHT_GROWTH_FACTOR = 2.0
 WEIGHT_GROWTH_WINDOW = 50
+# A growth of ||W_hh|| over the whole run that a reader sees on the weight chart (lesson 8's unpenalised RNN:
+# 1.6x while it learns); on a run that learned it is worth a note, never a problem.
+WEIGHT_GREW = 1.5
 # The gradient-norm line the dashboard draws (and the default clipping threshold): a healthy layer's norm
 # dips below it as the loss settles; staying above it on every layer means steps are always large.
 GRAD_LIMIT = 1.0
 GRAD_PATIENCE = 20  # consecutive steps above GRAD_LIMIT before it is a pattern, not a bad batch
-# Pascanu et al. 2013: exploding gradients show up as sudden jumps of the norm at "cliffs" of the loss
-# surface. A jump to 10x the median of the preceding 20 steps is far outside ordinary batch noise.
+# Pascanu et al. 2013: exploding gradients show up as sudden jumps of the norm at "cliffs" of the loss surface.
+# A jump counts when it reaches 10x both the median of the preceding 20 steps (far outside batch noise) and the
+# clipping threshold (GRAD_LIMIT without norm clipping): a converged model's median of 1e-9 must not turn an
+# ordinary gradient of 0.1 into a "spike".
 SPIKE_FACTOR = 10.0
 SPIKE_WINDOW = 20
+# Losses are judged in units of a memoryless model's loss (the task's baseline_loss). A run whose loss ends at
+# least half of that above its best lost what it had learned: a converging run's end window moves by a few
+# hundredths of it (measured on the corpus of bench/diagnosis.py).
+LOSS_SETBACK = 0.5
+# A loss ending ten times above both the untrained model's (step 1) and a memoryless model's means confidently wrong
+# answers: outputs blown up by runaway weights.
+LOSS_FAR = 10.0
 
 # --- vanishing ------------------------------------------------------------------------------------------
-# Bengio et al. 1994: in the regime that stores information robustly, the gradient from step T back to
-# step t shrinks exponentially in T - t. Below 1e-3 of its value at T, an early input's gradient is drowned
-# by the recent ones: this is both the firing ratio and the line that defines the horizon.
-VANISHED = 1e-3
 # Saturated units (tanh |h| > 0.99, sigmoid near 0/1, dead ReLU) have slope ~0 and pass almost no gradient;
 # once they are the majority of a layer, most paths back in time are cut.
 SATURATION_LIMIT = 0.5
@@ -47,163 +68,117 @@ SIGMOID_GATES = {"rnn": (), "lstm": ("input", "forget", "output"), "gru": ("rese
 # Gates that keep the memory when near 1 (LSTM forget: c_t = f*c_{t-1} + ..., GRU update: h_t = z*h_{t-1}
 # + ...): near 1 is the memory working (Jozefowicz et al. 2015), so only their share near 0 counts.
 MEMORY_GATES = {"lstm": "forget", "gru": "update"}
-# Pascanu et al. 2013: ||dh_t/dh_{t-1}|| <= sigma_max(W_hh) * gamma, with gamma the bound on the activation's
-# slope; sigma_max < 1/gamma therefore guarantees that gradients vanish.
-GAMMA = {"tanh": 1.0, "sigmoid": 0.25, "relu": 1.0, "linear": 1.0}
-
-# --- remedies -------------------------------------------------------------------------------------------
-CLIP_THRESHOLD = 1.0  # the config default; Pascanu et al. 2013 set it near the typical gradient norm
-CLIP_TIGHTEN = 0.5  # factor on a threshold that already fails to hold the explosion
-LR_FACTOR = 0.1
-WEIGHT_DECAY = 1e-4  # an L2 penalty pulls every weight toward 0, countering exponential growth
-FORGET_BIAS = 1.0  # Jozefowicz et al. 2015
-
-
-@dataclass(frozen=True)
-class Remedy:
-    """A concrete config change to try next, so a diagnosis ends in an experiment, not a verdict."""
-
-    label: str
-    changes: dict  # RunConfig field -> new value
 
 
 @dataclass(frozen=True)
 class Diagnosis:
     """One rule that fired, with the numbers a student can check on the charts."""
 
-    kind: str  # "exploding" | "vanishing"
+    kind: str  # EXPLODING | VANISHING
     rule: str
     message: str
     evidence: dict  # JSON-safe: non-finite numbers are None
     remedies: tuple[Remedy, ...]
+    severity: str = PROBLEM  # PROBLEM: the signal harmed this run; NOTE: it was there, but did no harm
 
     def to_dict(self) -> dict:
         """Plain data for the store, the CLI and share links."""
-        return {"kind": self.kind, "rule": self.rule, "message": self.message, "evidence": self.evidence,
+        return {"kind": self.kind, "rule": self.rule, "severity": self.severity, "message": self.message,
+                "evidence": self.evidence,
                 "remedies": [{"label": r.label, "changes": dict(r.changes)} for r in self.remedies]}
 
 
+# --- what the run suffered: computed once, read by every rule --------------------------------------------
 @dataclass(frozen=True)
-class TimeGradientFit:
-    """How ||dL/dh_t|| decays going back in time, in numbers that have a plain meaning."""
+class Judgement:
+    """One run as the rules see it: its recording, config and outcome, and how its gradients harmed it."""
 
-    gain: float | None  # per-step factor going back one step (< 1: vanishing); None with < 2 positive entries
-    horizon: float | None  # steps back until the gradient falls below VANISHED of its value at T (gain < 1)
-    ratio: float | None  # profile[0] / profile[-1]; 0.0 when step 1 underflowed; None when step T is not > 0
-    underflow_steps: int  # exact zeros: float32 underflow
+    data: RunData
+    config: RunConfig
+    outcome: Outcome
+    reach: Reach | None  # None without a recorded profile whose loss-side gradient is positive
+    explosion: str | None  # how exploding gradients harmed the run, in words; None: they did not
 
+    @property
+    def vanishing_harm(self) -> bool:
+        """A run that did not learn, whose gradient fell below VANISHED before reaching its dependency, and
+        that no explosion explains (saturated units after an explosion cut the gradient as a consequence)."""
+        return (self.reach is not None and self.reach.ratio < VANISHED and not self.outcome.beaten
+                and self.explosion is None)
 
-def time_gradient_fit(profile: Sequence[float]) -> TimeGradientFit:
-    """Fit log||dL/dh_t|| = c - t*ln(gain) by least squares, so one number says how fast gradients die."""
-    p = np.asarray(profile, dtype=float)
-    t = np.arange(1, len(p) + 1)
-    positive = np.isfinite(p) & (p > 0)
-    gain = None
-    if positive.sum() >= 2:
-        slope = np.polyfit(t[positive], np.log(p[positive]), 1)[0]
-        gain = float(np.exp(-slope))
-    horizon = math.log(VANISHED) / math.log(gain) if gain is not None and 0 < gain < 1 else None
-    ratio = float(p[0] / p[-1]) if len(p) and np.isfinite(p[0]) and np.isfinite(p[-1]) and p[-1] > 0 else None
-    return TimeGradientFit(gain=gain, horizon=horizon, ratio=ratio, underflow_steps=int((p == 0.0).sum()))
+    def severity(self, kind: str) -> str:
+        harmed = self.explosion is not None if kind == EXPLODING else self.vanishing_harm
+        return PROBLEM if harmed else NOTE
 
-
-def vanishing_bound(activation: str) -> float:
-    """The 1/gamma line below which sigma_max(W_hh) guarantees vanishing gradients (Pascanu et al. 2013)."""
-    return 1.0 / GAMMA[activation]
+    @property
+    def dependency(self) -> Dependency:
+        return self.outcome.dependency
 
 
-# --- remedies -------------------------------------------------------------------------------------------
-def _clip(config: RunConfig) -> Remedy:
-    if config.clip != "norm":
-        return Remedy(f"Clip the gradient norm at {CLIP_THRESHOLD:g}",
-                      {"clip": "norm", "clip_threshold": CLIP_THRESHOLD})
-    lower = min(CLIP_THRESHOLD, config.clip_threshold * CLIP_TIGHTEN)
-    return Remedy(f"Clip the gradient norm at {lower:g} instead of {config.clip_threshold:g}",
-                  {"clip_threshold": lower})
+def _nonfinite(data: RunData) -> pd.DataFrame:
+    events = data.events
+    return events[events["kind"] == rd.EVENT_NONFINITE].sort_values("step", kind="stable")
 
 
-def _lower_lr(config: RunConfig) -> Remedy:
-    lr = float(f"{config.lr * LR_FACTOR:.3g}")  # 0.1 * 0.1 would print as 0.010000000000000002
-    return Remedy(f"Lower the learning rate to {lr:g}", {"lr": lr})
+def _recurrent(data: RunData, layer: int) -> pd.Series:
+    """||W_hh|| of one layer, finite and positive values only."""
+    s = _finite(data.series(rd.WEIGHT_NORM, layer, tensor=f"rnn.weight_hh_l{layer}"))
+    return s[s > 0]
 
 
-def _smaller_init(config: RunConfig) -> Remedy | None:
-    # PyTorch's default U(±1/√H) has the smallest weight variance of the schemes: 1/(3H).
-    if config.init == "default" and config.init_scale <= 1.0:
+def _fast_growth(data: RunData, config: RunConfig) -> tuple[int, int, int, float, float] | None:
+    """(end_step, layer, start_step, start_value, end_value) of the earliest doubling of ||W_hh|| within
+    WEIGHT_GROWTH_WINDOW steps, over all layers."""
+    found = []
+    for layer in range(config.num_layers):
+        s = _recurrent(data, layer)
+        low = s.rolling(WEIGHT_GROWTH_WINDOW, min_periods=1).min()
+        hits = np.flatnonzero(s.to_numpy() > WEIGHT_GROWTH_FACTOR * low.to_numpy())
+        if hits.size:
+            j = int(hits[0])
+            window = s.iloc[max(0, j - WEIGHT_GROWTH_WINDOW + 1):j + 1]
+            start = window[window == window.min()].index[-1]  # the latest low point: the tightest range
+            found.append((int(s.index[j]), layer, int(start), float(window[start]), float(s.iloc[j])))
+    return min(found) if found else None
+
+
+def _setback(data: RunData, outcome: Outcome) -> tuple[int, float] | None:
+    """(step, value) of the largest pre-clip gradient norm after the loss's best point, when the loss ended
+    LOSS_SETBACK above its best and that norm passed GRAD_LIMIT: large gradients threw away what was learned."""
+    loss = outcome.loss
+    if loss is None or loss.relative(loss.end - loss.best) < LOSS_SETBACK:
         return None
-    return Remedy("Start from PyTorch's default small weights U(±1/√H)", {"init": "default", "init_scale": 1.0})
-
-
-def _weight_penalty(config: RunConfig) -> Remedy | None:
-    if config.weight_decay >= WEIGHT_DECAY:
+    pre = _finite(data.series(rd.GRAD_NORM_PRE_CLIP))
+    after = pre[pre.index >= loss.best_step]
+    if after.empty or after.max() <= GRAD_LIMIT:
         return None
-    return Remedy(f"Add an L2 weight penalty λ = {WEIGHT_DECAY:g}", {"weight_decay": WEIGHT_DECAY})
+    return int(after.idxmax()), float(after.max())
 
 
-def _to_lstm(config: RunConfig) -> Remedy | None:
-    if config.cell == "lstm":
-        return None
-    # The forget bias is carried over from the current config, so set it to the recommended 1 if it is lower.
-    bias = {"forget_bias": FORGET_BIAS} if config.forget_bias < FORGET_BIAS else {}
-    return Remedy("Use an LSTM: its gated cell state carries gradients across time", {"cell": "lstm", **bias})
+def explosion_harm(data: RunData, config: RunConfig, outcome: Outcome) -> str | None:
+    """How exploding gradients harmed the run, or None when they did not."""
+    if not _nonfinite(data).empty:
+        return "a value went non-finite"
+    loss = outcome.loss
+    if loss is not None and loss.end >= LOSS_FAR * loss.worst_expected:
+        return "the loss ran away"
+    if _setback(data, outcome) is not None:
+        return "the loss jumped back up and did not recover"
+    if _fast_growth(data, config) is not None and not outcome.beaten:
+        return "the weights grew without bound while the model did not learn"
+    return None
 
 
-def _gated_for_explosion(config: RunConfig) -> Remedy | None:
-    return _to_lstm(config) if config.cell == "rnn" else None
+def judge(data: RunData, config: RunConfig, outcome: Outcome) -> Judgement:
+    """The run as every rule reads it: the gradient's reach and the explosion's harm, computed once."""
+    return Judgement(data=data, config=config, outcome=outcome,
+                     reach=gradient_reach(data.time_grads, outcome.dependency),
+                     explosion=explosion_harm(data, config, outcome))
 
 
-def _to_gru(config: RunConfig) -> Remedy | None:
-    if config.cell != "rnn":
-        return None
-    bias = {"forget_bias": FORGET_BIAS} if config.forget_bias < FORGET_BIAS else {}
-    return Remedy("Use a GRU: its update gate lets the state pass through unchanged", {"cell": "gru", **bias})
-
-
-def _forget_bias(config: RunConfig) -> Remedy | None:
-    if config.cell == "rnn" or config.forget_bias >= FORGET_BIAS:
-        return None
-    gate = "forget" if config.cell == "lstm" else "update"
-    return Remedy(f"Set the {gate}-gate bias to {FORGET_BIAS:g} (Jozefowicz et al. 2015)",
-                  {"forget_bias": FORGET_BIAS})
-
-
-def _irnn(config: RunConfig) -> Remedy | None:
-    if config.cell != "rnn":
-        return None
-    return Remedy("Use an IRNN: identity recurrence with ReLU (Le et al. 2015)",
-                  {"init": "identity", "activation": "relu", "init_scale": 1.0})
-
-
-def _orthogonal(config: RunConfig) -> Remedy | None:
-    # All singular values 1 sit on the bound for gamma = 1 but far below 1/gamma = 4 for a sigmoid RNN.
-    if config.cell == "rnn" and vanishing_bound(config.activation) > 1.0:
-        return None
-    return Remedy("Initialise W_hh orthogonally, so every singular value is 1",
-                  {"init": "orthogonal", "init_scale": 1.0})
-
-
-def _relu_he(config: RunConfig) -> Remedy | None:
-    if config.cell != "rnn":
-        return None
-    return Remedy("Use ReLU with He initialisation: no saturation, slope 1",
-                  {"activation": "relu", "init": "he", "init_scale": 1.0})
-
-
-def _changes_config(config: RunConfig, changes: dict) -> bool:
-    try:
-        return config.replace(**changes) != config
-    except ConfigError:
-        return False
-
-
-def _remedies(config: RunConfig, *builders: Callable[[RunConfig], Remedy | None]) -> tuple[Remedy, ...]:
-    """Only remedies that are valid configs and differ from the current one, so every button does something."""
-    out: list[Remedy] = []
-    for build in builders:
-        remedy = build(config)
-        if remedy is not None and remedy not in out and _changes_config(config, remedy.changes):
-            out.append(remedy)
-    return tuple(out)
+def _cures(j: Judgement, kind: str, *builders: Builder) -> tuple[Remedy, ...]:
+    """Remedies for a problem only: a note describes what did no harm, so there is nothing to undo."""
+    return remedies_for(j.config, *builders) if j.severity(kind) == PROBLEM else ()
 
 
 # --- helpers --------------------------------------------------------------------------------------------
@@ -218,6 +193,20 @@ def _int(x) -> int | None:
 
 def _finite(s: pd.Series) -> pd.Series:
     return s[np.isfinite(s.to_numpy(dtype=float))]
+
+
+def share_text(x: float) -> str:
+    """A share of the gradient in words a student reads: "0.038 %", "4.5 %", "exactly 0 (float32 underflow)"."""
+    return "exactly 0 (float32 underflow)" if x == 0 else f"{x:.2g}" if x < 1e-4 else f"{x * 100:.2g} %"
+
+
+def fraction_of(x: float, of: str) -> str:
+    """"0.038 % of the one at the verb", or "3.2 times the one at the verb" when it grew going back."""
+    return f"{share_text(x)} of {of}" if x < 1 else f"{x:.2g} times {of}"
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
 
 
 def _longest_run(mask: np.ndarray) -> tuple[int, int]:
@@ -250,11 +239,29 @@ def _describe_event(event: pd.Series) -> str:
     return f"the weights {tensor}"
 
 
+def _no_harm(j: Judgement) -> str:
+    """Why an exploding signal is only a note: what the run did instead of blowing up."""
+    if j.outcome.beaten:
+        return f"while the model learned ({j.outcome.metric_text()})"
+    return "but the loss neither ran away nor jumped back up"
+
+
+def _after_vanishing(j: Judgement) -> str:
+    """Why a vanishing signal is only a note."""
+    if j.explosion is not None:
+        return f"a consequence of the explosion ({j.explosion}), not its cause"
+    if j.outcome.beaten:
+        return f"yet the model learned ({j.outcome.metric_text()})"
+    if j.reach is not None:
+        return (f"yet the gradient reaching {j.dependency.source_name} is still "
+                f"{fraction_of(j.reach.ratio, 'the one at ' + j.dependency.target_name)}")
+    return "with no recorded gradient through time to judge its effect"
+
+
 # --- exploding rules ------------------------------------------------------------------------------------
-def check_nonfinite(data: RunData, config: RunConfig) -> Diagnosis | None:
+def check_nonfinite(j: Judgement) -> Diagnosis | None:
     """A NaN or Inf anywhere is the end point of an explosion, so the first one is the thing to look at."""
-    events = data.events
-    bad = events[events["kind"] == rd.EVENT_NONFINITE].sort_values("step", kind="stable")
+    bad = _nonfinite(j.data)
     if bad.empty:
         return None
     first = bad.iloc[0]
@@ -265,38 +272,80 @@ def check_nonfinite(data: RunData, config: RunConfig) -> Diagnosis | None:
                f"event{'s' * (len(bad) != 1)} in total).")
     evidence = {"step": int(first["step"]), "tensor": str(first["tensor"]), "layer": _int(first["layer"]),
                 "time_step": _int(first["time_step"]), **counts, "count": len(bad)}
-    return Diagnosis("exploding", "nonfinite", message, evidence,
-                     _remedies(config, _clip, _lower_lr, _smaller_init, _gated_for_explosion))
+    return Diagnosis(EXPLODING, "nonfinite", message, evidence,
+                     _cures(j, EXPLODING, *explosion_cures(j.config)), PROBLEM)
 
 
-def check_weight_growth(data: RunData, config: RunConfig) -> Diagnosis | None:
-    """Weights that grow exponentially push sigma_max(W_hh) past the point where gradients explode."""
-    found = []  # (end_step, layer, start_step, start_value, end_value)
-    for layer in range(config.num_layers):
-        s = _finite(data.series(rd.WEIGHT_NORM, layer))
-        s = s[s > 0]
-        low = s.rolling(WEIGHT_GROWTH_WINDOW, min_periods=1).min()
-        hits = np.flatnonzero(s.to_numpy() > WEIGHT_GROWTH_FACTOR * low.to_numpy())
-        if hits.size:
-            j = int(hits[0])
-            window = s.iloc[max(0, j - WEIGHT_GROWTH_WINDOW + 1):j + 1]
-            start = window[window == window.min()].index[-1]  # the latest low point: the tightest range
-            found.append((int(s.index[j]), layer, int(start), float(window[start]), float(s.iloc[j])))
-    if not found:
+def check_loss_divergence(j: Judgement) -> Diagnosis | None:
+    """The loss ran away, or rose back to where it started and stayed there: the harm explosions do."""
+    loss = j.outcome.loss
+    if loss is None or not _nonfinite(j.data).empty:  # a non-finite run is told by its first NaN/Inf
         return None
-    end, layer, start, a, b = min(found)
-    message = (f"The weights of layer {layer} grew {b / a:.3g}x in {end - start} steps (norm {a:.3g} at step "
-               f"{start}, {b:.3g} at step {end}): weights growing this fast make the gradients explode.")
-    evidence = {"layer": layer, "start_step": start, "end_step": end, "start_value": a, "end_value": b,
-                "factor": b / a}
-    return Diagnosis("exploding", "weight_growth", message, evidence,
-                     _remedies(config, _weight_penalty, _lower_lr, _clip, _smaller_init))
+    far = loss.end >= LOSS_FAR * loss.worst_expected
+    setback = _setback(j.data, j.outcome)
+    if not far and setback is None:
+        return None
+    if setback is not None:
+        step, norm = setback
+    else:
+        pre = _finite(j.data.series(rd.GRAD_NORM_PRE_CLIP))
+        step, norm = (int(pre.idxmax()), float(pre.max())) if len(pre) else (None, None)
+    if far:
+        message = (f"The training loss ended at {loss.end:.3g}, {loss.end / loss.worst_expected:.3g}x what the "
+                   f"untrained model scored at step 1 ({loss.first:.3g}) or a model that ignores its input scores "
+                   f"({loss.baseline:.3g}): the updates threw the weights far from any solution")
+    else:
+        message = (f"The training loss fell to {loss.best:.3g} by step {loss.best_step}, then rose back to "
+                   f"{loss.end:.3g} by the end (a model that ignores its input scores {loss.baseline:.3g}): the "
+                   "model lost what it had learned")
+    if norm is not None:
+        message += f" (the gradient norm reached {norm:.3g} at step {step})"
+    evidence = {"first": loss.first, "start": loss.start, "best": loss.best, "best_step": loss.best_step, "end": loss.end,
+                "baseline_loss": loss.baseline, "grad_norm_step": step, "grad_norm": _num(norm),
+                "setback": LOSS_SETBACK, "far": LOSS_FAR}
+    return Diagnosis(EXPLODING, "loss_divergence", message + ".", evidence,
+                     _cures(j, EXPLODING, *explosion_cures(j.config)), PROBLEM)
 
 
-def check_grad_above_one(data: RunData, config: RunConfig) -> Diagnosis | None:
+def check_weight_growth(j: Judgement) -> Diagnosis | None:
+    """Weights that grow exponentially push sigma_max(W_hh) past the point where gradients explode; weights
+    that grew steadily while the model learned are the learning, which a note names."""
+    fast = _fast_growth(j.data, j.config)
+    if fast is not None:
+        end, layer, start, a, b = fast
+        steps = f"{end - start} step{'s' * (end - start != 1)}"
+        growth = (f"The recurrent weights of layer {layer} grew {b / a:.3g}x in {steps} (‖W_hh‖ {a:.3g} at step "
+                  f"{start}, {b:.3g} at step {end})")
+        severity = j.severity(EXPLODING)
+        tail = ("weights growing this fast make the gradients explode" if severity == PROBLEM
+                else f"fast, {_no_harm(j)}")
+        evidence = {"layer": layer, "start_step": start, "end_step": end, "start_value": a, "end_value": b,
+                    "factor": b / a, "growth": "fast"}
+        return Diagnosis(EXPLODING, "weight_growth", f"{growth}: {tail}.", evidence,
+                         _cures(j, EXPLODING, *WEIGHT_GROWTH_CURES), severity)
+    if not j.outcome.beaten or j.explosion is not None:
+        return None
+    grown = []  # (factor, layer, start_step, start, end_step, end)
+    for layer in range(j.config.num_layers):
+        s = _recurrent(j.data, layer)
+        if len(s) >= 2 and s.iloc[-1] >= WEIGHT_GREW * s.iloc[0]:
+            grown.append((float(s.iloc[-1] / s.iloc[0]), layer, int(s.index[0]), float(s.iloc[0]),
+                          int(s.index[-1]), float(s.iloc[-1])))
+    if not grown:
+        return None
+    factor, layer, s0, a, s1, b = max(grown)
+    message = (f"The recurrent weights of layer {layer} grew {factor:.2g}x over the run (‖W_hh‖ {a:.3g} at step "
+               f"{s0}, {b:.3g} at step {s1}) {_no_harm(j)}: carrying {j.dependency.source_name} across time "
+               "needed larger weights, and no gradient exploded.")
+    evidence = {"layer": layer, "start_step": s0, "end_step": s1, "start_value": a, "end_value": b,
+                "factor": factor, "growth": "gradual"}
+    return Diagnosis(EXPLODING, "weight_growth", message, evidence, (), NOTE)
+
+
+def check_grad_above_one(j: Judgement) -> Diagnosis | None:
     """A gradient norm that never comes down on any layer is a sustained explosion, not one bad batch."""
-    layers = list(range(config.num_layers))
-    norms = pd.concat({k: data.series(rd.GRAD_NORM, k) for k in layers}, axis=1, join="inner")
+    layers = list(range(j.config.num_layers))
+    norms = pd.concat({k: j.data.series(rd.GRAD_NORM, k) for k in layers}, axis=1, join="inner")
     if norms.empty:
         return None
     start, length = _longest_run((norms > GRAD_LIMIT).all(axis=1).to_numpy())
@@ -306,71 +355,92 @@ def check_grad_above_one(data: RunData, config: RunConfig) -> Diagnosis | None:
     first, last = int(streak.index[0]), int(streak.index[-1])
     lo, hi = float(streak.min().min()), float(streak.max().max())
     who = "every recurrent layer" if len(layers) > 1 else "the recurrent layer"
+    severity = j.severity(EXPLODING)
+    tail = "the gradients are too large all the time" if severity == PROBLEM else _no_harm(j)
+    if severity == NOTE and j.config.clip == "norm":
+        tail += f"; clipping at {j.config.clip_threshold:g} bounded each step"
     message = (f"The gradient norm of {who} stayed above {GRAD_LIMIT:g} for {length} steps in a row (steps "
-               f"{first}-{last}, between {lo:.3g} and {hi:.3g}): the gradients are too large all the time.")
+               f"{first}-{last}, between {lo:.3g} and {hi:.3g}), {tail}.")
     evidence = {"layers": layers, "start_step": first, "end_step": last, "steps": length,
                 "min_value": lo, "max_value": hi, "limit": GRAD_LIMIT}
-    return Diagnosis("exploding", "grad_above_one", message, evidence,
-                     _remedies(config, _clip, _lower_lr, _smaller_init, _gated_for_explosion))
+    return Diagnosis(EXPLODING, "grad_above_one", message, evidence,
+                     _cures(j, EXPLODING, *explosion_cures(j.config)), severity)
 
 
-def check_clip_spikes(data: RunData, config: RunConfig) -> Diagnosis | None:
-    """Sudden jumps of the global norm are cliffs in the loss (Pascanu et al. 2013), which clipping tames.
+def spike_reference(config: RunConfig) -> float:
+    """The norm a spike is measured against besides its recent median: the clipping threshold, else GRAD_LIMIT."""
+    return config.clip_threshold if config.clip == "norm" else GRAD_LIMIT
 
-    A jump counts only when it also ends above GRAD_LIMIT: a norm of 0.3 after a median of 0.01 is a model
-    starting to learn, not an explosion."""
-    s = _finite(data.series(rd.GRAD_NORM_PRE_CLIP))
-    median = s.rolling(SPIKE_WINDOW).median().shift(1)  # the preceding window only, not the spike itself
-    ratio = s / median
-    spikes = ratio[(median > 0) & (ratio > SPIKE_FACTOR) & (s > GRAD_LIMIT)]
+
+def check_clip_spikes(j: Judgement) -> Diagnosis | None:
+    """Sudden jumps of the global norm are cliffs in the loss (Pascanu et al. 2013), which clipping tames."""
+    s = _finite(j.data.series(rd.GRAD_NORM_PRE_CLIP))
+    median = s.rolling(SPIKE_WINDOW, min_periods=1).median().shift(1)  # the preceding window, not the spike
+    reference = spike_reference(j.config)
+    scale = np.maximum(median.fillna(0.0), reference)
+    spikes = s[s > SPIKE_FACTOR * scale]
     if spikes.empty:
         return None
-    step = int(spikes.idxmax())
-    value, med, factor = float(s[step]), float(median[step]), float(spikes[step])
+    ratio = spikes / scale[spikes.index]
+    step = int(ratio.idxmax())
+    value, med, factor = float(s[step]), float(median.fillna(0.0)[step]), float(ratio[step])
+    against = "its recent median" if med > reference else \
+        f"the clipping threshold {reference:g}" if j.config.clip == "norm" else f"the line at {reference:g}"
     count = len(spikes)
-    message = (f"The gradient norm jumped above {SPIKE_FACTOR:g}x its recent median {count} "
-               f"time{'s' * (count != 1)}; the largest jump, at step {step}, reached {value:.3g} "
-               f"({factor:.0f}x the median {med:.3g}): the loss surface has steep cliffs"
-               + (f", which clipping at {config.clip_threshold:g} caps." if config.clip == "norm" else "."))
-    evidence = {"count": count, "step": step, "value": value, "median": med, "factor": factor,
-                "spike_factor": SPIKE_FACTOR, "window": SPIKE_WINDOW}
-    return Diagnosis("exploding", "clip_spikes", message, evidence, _remedies(config, _clip, _lower_lr))
+    severity = j.severity(EXPLODING)
+    if severity == PROBLEM:
+        message = (f"The gradient norm jumped above {SPIKE_FACTOR:g}x {against} {_times(count)}; "
+                   f"the largest jump, at step {step}, reached {value:.3g} ({factor:.3g}x): the loss surface has "
+                   "steep cliffs" + (f" that clipping at {j.config.clip_threshold:g} did not tame."
+                                     if j.config.clip == "norm" else "."))
+    elif j.config.clip == "norm":
+        message = (f"Clipping capped {count} jump{'s' * (count != 1)} of the gradient norm above "
+                   f"{SPIKE_FACTOR:g}x {against} (the largest, {value:.3g} at step {step}, {factor:.3g}x) "
+                   f"{_no_harm(j)}.")
+    else:
+        message = (f"The gradient norm jumped above {SPIKE_FACTOR:g}x {against} {_times(count)} "
+                   f"(the largest, {value:.3g} at step {step}, {factor:.3g}x) {_no_harm(j)}.")
+    evidence = {"count": count, "step": step, "value": value, "median": med, "reference": reference,
+                "factor": factor, "spike_factor": SPIKE_FACTOR, "window": SPIKE_WINDOW}
+    return Diagnosis(EXPLODING, "clip_spikes", message, evidence,
+                     _cures(j, EXPLODING, *explosion_cures(j.config)), severity)
 
 
 # --- vanishing rules ------------------------------------------------------------------------------------
-def check_time_decay(data: RunData, config: RunConfig) -> Diagnosis | None:
-    """The profile of ||dL/dh_t|| over t shows directly how far back in time the network can learn."""
-    tg = data.time_grads
-    tg = tg[(tg["layer"] == 0).fillna(False).astype(bool)].sort_values(["step", "t"])
-    all_finite = tg.groupby("step")["value"].agg(lambda v: bool(np.isfinite(v).all()))
-    if not all_finite.any():
+def check_time_decay(j: Judgement) -> Diagnosis | None:
+    """How much of the gradient at the loss reaches the input the task needs: the direct measure of vanishing."""
+    reach = j.reach
+    if reach is None or (reach.ratio >= VANISHED and reach.first_ratio >= VANISHED):
         return None
-    step = int(all_finite[all_finite].index.max())
-    profile = tg.loc[tg["step"] == step, "value"].to_numpy(dtype=float)
-    fit = time_gradient_fit(profile)
-    T = len(profile)
-    decays = fit.gain is not None and fit.gain < 1 and fit.ratio is not None and fit.ratio < VANISHED
-    underflows = 0 < fit.underflow_steps < T  # all zeros is no gradient at all, not a decay over time
-    if not (decays or underflows):
-        return None
-    zeros = f"{fit.underflow_steps} of the {T} time steps underflowed to exactly 0"
-    if fit.ratio == 0.0:
-        head = f"the gradient reaching time step 1 vanished completely ({zeros} in float32)"
-    elif fit.ratio is not None:
-        head = f"the gradient reaching time step 1 is {fit.ratio:.2g} of the one at time step {T}"
-        head += f" and {zeros}" if fit.underflow_steps else ""
+    dep, fit, T = j.dependency, reach.fit, len(reach.profile)
+    where = (f"the gradient reaching {dep.source_name} (time step {dep.source}) is "
+             f"{fraction_of(reach.ratio, f'the one at {dep.target_name} (time step {min(dep.target, T)})')}")
+    horizon = (f"its memory horizon is ~{fit.horizon:.0f} steps" if fit.horizon is not None
+               else "the profile does not decay steadily")
+    severity = j.severity(VANISHING)
+    if severity == PROBLEM:
+        shorter = (f"{horizon}, shorter than the {dep.distance} steps back to {dep.source_name}"
+                   if fit.horizon is not None and fit.horizon < dep.distance
+                   else f"too little to learn from over {dep.distance} steps")
+        message = (f"At step {reach.step}, {where}: {shorter}, and the run did not learn "
+                   f"({j.outcome.metric_text()}).")
+    elif reach.ratio < VANISHED:
+        why = (": Adam divides each weight's step by that weight's own gradient size, so even a tiny gradient "
+               "moves its weight (Kingma & Ba 2015)" if j.config.optimizer == "adam" and j.outcome.beaten else "")
+        message = f"At step {reach.step}, {where} ({horizon}), {_after_vanishing(j)}{why}."
     else:
-        head = zeros
-    if fit.horizon is not None:
-        tail = (f"the gradient shrinks x{fit.gain:.3g} per step back in time, so the network cannot learn "
-                f"dependencies longer than ~{fit.horizon:.0f} steps")
-    else:
-        tail = "the signal from the early inputs is lost"
-    message = f"At step {step}, {head}: {tail}."
-    evidence = {"step": step, "layer": 0, "gain": _num(fit.gain), "ratio": _num(fit.ratio),
-                "horizon": _num(fit.horizon), "underflow_steps": fit.underflow_steps, "seq_len": T}
-    return Diagnosis("vanishing", "time_decay", message, evidence,
-                     _remedies(config, _forget_bias, _to_lstm, _to_gru, _irnn, _orthogonal, _relu_he))
+        how = ("Adam's rescaled steps let the model learn to carry it" if j.config.optimizer == "adam"
+               else "training taught the network to carry it")
+        message = (f"At step {reach.first_step}, only {share_text(reach.first_ratio)} of the gradient at "
+                   f"{dep.target_name} reached {dep.source_name}; by step {reach.step} it is "
+                   f"{fraction_of(reach.ratio, 'the one at ' + dep.target_name)}: {how}"
+                   + (f" ({j.outcome.metric_text()})." if j.outcome.beaten
+                      else f", though the run has not learned yet ({j.outcome.metric_text()})."))
+    evidence = {"step": reach.step, "layer": 0, "gain": _num(fit.gain), "ratio": _num(fit.ratio),
+                "horizon": _num(fit.horizon), "underflow_steps": fit.underflow_steps, "seq_len": T,
+                "reach": reach.ratio, "first_step": reach.first_step, "first_reach": reach.first_ratio,
+                "source": dep.source, "target": dep.target, "distance": dep.distance, "limit": VANISHED}
+    return Diagnosis(VANISHING, "time_decay", message, evidence, _cures(j, VANISHING, *VANISHING_CURES), severity)
 
 
 _HIDDEN_SATURATED = {"tanh": "saturated (|h| > 0.99, where tanh is flat)",
@@ -379,14 +449,14 @@ _HIDDEN_SATURATED = {"tanh": "saturated (|h| > 0.99, where tanh is flat)",
                      "linear": "saturated"}
 
 
-def check_saturation(data: RunData, config: RunConfig) -> Diagnosis | None:
+def check_saturation(j: Judgement) -> Diagnosis | None:
     """Saturated units and gates have slope ~0, so the gradient through them is cut at every step."""
-    found = []  # dicts with layer, unit, step, share
+    config, found = j.config, []  # dicts with layer, unit, step, share
     for layer in range(config.num_layers):
-        s = _finite(data.series(rd.HIDDEN_SATURATION, layer))
+        s = _finite(j.data.series(rd.HIDDEN_SATURATION, layer))
         if len(s) and s.iloc[-1] > SATURATION_LIMIT:
             found.append({"layer": layer, "unit": "hidden", "step": int(s.index[-1]), "share": float(s.iloc[-1])})
-    gates = data.gates
+    gates = j.data.gates
     if not gates.empty:
         latest = gates[gates["step"] == gates["step"].max()]
         for (layer, gate), g in latest.groupby(["layer", "gate"]):
@@ -410,39 +480,46 @@ def check_saturation(data: RunData, config: RunConfig) -> Diagnosis | None:
     else:
         detail = (f"layer {layer}'s {unit} gate is stuck near 0 or 1 {share:.0%} of the time, where the sigmoid "
                   "passes almost no gradient")
-    message = f"At step {worst['step']}, {detail}."
+    severity = j.severity(VANISHING)
+    message = f"At step {worst['step']}, {detail}" + ("." if severity == PROBLEM else f": {_after_vanishing(j)}.")
     limit = SATURATION_LIMIT if unit == "hidden" else GATE_SATURATION_LIMIT
     evidence = {**worst, "limit": limit, "saturated": found}
-    return Diagnosis("vanishing", "saturation", message, evidence,
-                     _remedies(config, _forget_bias, _to_lstm, _to_gru, _smaller_init, _irnn))
+    return Diagnosis(VANISHING, "saturation", message, evidence,
+                     _cures(j, VANISHING, *SATURATION_CURES), severity)
 
 
-def check_spectral(data: RunData, config: RunConfig) -> Diagnosis | None:
+def check_spectral(j: Judgement) -> Diagnosis | None:
     """For a vanilla RNN, sigma_max(W_hh) < 1/gamma proves the gradient must vanish (Pascanu et al. 2013)."""
+    config = j.config
     if config.cell != "rnn":
         return None
     bound = vanishing_bound(config.activation)
     found = []  # (sigma_max, layer, step)
     for layer in range(config.num_layers):
-        s = _finite(data.series(rd.SIGMA_MAX, layer, tensor=f"rnn.weight_hh_l{layer}"))
+        s = _finite(j.data.series(rd.SIGMA_MAX, layer, tensor=f"rnn.weight_hh_l{layer}"))
         if len(s) and s.iloc[-1] < bound:
             found.append((float(s.iloc[-1]), layer, int(s.index[-1])))
     if not found:
         return None
     sigma, layer, step = min(found)
+    severity = j.severity(VANISHING)
     message = (f"At step {step}, the largest singular value of layer {layer}'s recurrent matrix is {sigma:.3g}, "
                f"below 1/γ = {bound:g} for {config.activation}: each step back in time multiplies the "
-               f"gradient by at most {sigma * GAMMA[config.activation]:.3g}, so it must vanish.")
+               f"gradient by at most {sigma * GAMMA[config.activation]:.3g}, so it must vanish"
+               + ("." if severity == PROBLEM else f"; {_after_vanishing(j)}."))
     evidence = {"layer": layer, "step": step, "sigma_max": sigma, "bound": bound,
                 "activation": config.activation}
-    return Diagnosis("vanishing", "spectral", message, evidence,
-                     _remedies(config, _orthogonal, _irnn, _relu_he, _to_lstm, _to_gru))
+    return Diagnosis(VANISHING, "spectral", message, evidence,
+                     _cures(j, VANISHING, *SPECTRAL_CURES), severity)
 
 
-CHECKS = (check_nonfinite, check_weight_growth, check_grad_above_one, check_clip_spikes,
+CHECKS = (check_nonfinite, check_loss_divergence, check_weight_growth, check_grad_above_one, check_clip_spikes,
           check_time_decay, check_saturation, check_spectral)
 
 
-def diagnose(data: RunData, config: RunConfig) -> list[Diagnosis]:
-    """Every rule that fires, exploding first: an explosion usually explains the rest of the charts."""
-    return [d for check in CHECKS if (d := check(data, config)) is not None]
+def diagnose(data: RunData, config: RunConfig, outcome: Outcome) -> list[Diagnosis]:
+    """Every rule that fires: problems before notes, exploding before vanishing within each (an explosion
+    usually explains the rest of the charts)."""
+    j = judge(data, config, outcome)
+    found = [d for check in CHECKS if (d := check(j)) is not None]
+    return sorted(found, key=lambda d: d.severity != PROBLEM)  # stable: rule order within each severity

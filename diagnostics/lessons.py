@@ -13,9 +13,11 @@ from typing import Callable
 
 from . import rundata as rd
 from .config import RunConfig
-from .diagnosis import VANISHED, time_gradient_fit
+from .gradflow import VANISHED, gradient_reach
+from .model import task_of
+from .remedies import Remedy
 from .rundata import RunData
-from .train import RunSummary
+from .summary import RunSummary
 
 # Held-out accuracy on the 512 agreement sentences. Chance is 50 % with a standard deviation of 2.2 %, so
 # FORGOT sits far above a guessing model's noise and far below one that uses the subject.
@@ -45,59 +47,82 @@ class Lesson:
     variants: tuple[Variant, ...]
 
 
-Check = Callable[[RunSummary, RunData], tuple[bool, str]]
+Check = Callable[[RunSummary, RunData, RunConfig], tuple[bool, str]]
 
 
-# --- checks: each says in numbers whether one run showed its effect ---------------------------------------
-def _start_ratio(data: RunData) -> float | None:
-    """‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ at the first recorded step: the untrained network's gradient flow."""
-    tg = data.time_grads
-    first = tg[(tg["step"] == tg["step"].min()) & (tg["layer"] == 0)].sort_values("t")
-    return time_gradient_fit(first["value"].to_numpy(dtype=float)).ratio if len(first) else None
-
-
+# --- checks: each says in numbers whether one run showed its effect, and whether its verdict says so --------
 def _num(x: float | None) -> str:
     return "none" if x is None else f"{x:.3g}"
 
 
-def _diverged(summary: RunSummary, data: RunData) -> tuple[bool, str]:
-    """Exploded through the updates: finite at step 1, huge gradients, then a located NaN/Inf."""
+def _diagnoses(summary: RunSummary, severity: str, kind: str | None = None) -> list[dict]:
+    return [d for d in summary.diagnoses if d.get("severity") == severity and kind in (None, d["kind"])]
+
+
+def _rules(diagnoses: list[dict]) -> list[str]:
+    return [d["rule"] for d in diagnoses]
+
+
+def _no_problem(summary: RunSummary) -> tuple[bool, str]:
+    """A cure run: the verdict finds no problem (notes are fine)."""
+    problems = _rules(_diagnoses(summary, "problem"))
+    return not problems, f"problems {problems} (needs none)"
+
+
+def _first_reach(summary: RunSummary, data: RunData, config: RunConfig) -> float | None:
+    """The share of the gradient at the loss that reached the subject at the first recorded step."""
+    reach = gradient_reach(data.time_grads, task_of(config).dependency())
+    return None if reach is None else reach.first_ratio
+
+
+def _diverged(summary: RunSummary, data: RunData, config: RunConfig) -> tuple[bool, str]:
+    """Exploded through the updates: finite at step 1, huge gradients, then a located NaN/Inf, diagnosed."""
     where = summary.first_nonfinite
+    problems = _rules(_diagnoses(summary, "problem", "exploding"))
     ok = (summary.status == "diverged" and where is not None and where["step"] > 1
-          and (summary.max_grad_norm or 0.0) >= EXPLODED)
+          and (summary.max_grad_norm or 0.0) >= EXPLODED and "nonfinite" in problems)
     return ok, (f"status {summary.status}, largest gradient norm {_num(summary.max_grad_norm)} "
-                f"(needs ≥ {EXPLODED:g}), first non-finite {where}")
+                f"(needs ≥ {EXPLODED:g}), first non-finite {where}, exploding problems {problems}")
 
 
-def _stable(summary: RunSummary, data: RunData) -> tuple[bool, str]:
-    """Completed with a finite loss and no NaN/Inf anywhere, and clipping had to act."""
+def _stable(summary: RunSummary, data: RunData, config: RunConfig) -> tuple[bool, str]:
+    """Completed with a finite loss and no NaN/Inf anywhere, clipping had to act, and it is only a note."""
     events = int((data.events["kind"] == rd.EVENT_NONFINITE).sum())
+    clean, problems = _no_problem(summary)
+    noted = "clip_spikes" in _rules(_diagnoses(summary, "note", "exploding"))
     ok = (summary.status == "completed" and summary.final_loss is not None and math.isfinite(summary.final_loss)
-          and events == 0 and summary.clip_rate > 0)
+          and events == 0 and summary.clip_rate > 0 and clean and noted)
     return ok, (f"status {summary.status}, final loss {_num(summary.final_loss)}, {events} non-finite events, "
-                f"clip rate {summary.clip_rate:.2f}")
+                f"clip rate {summary.clip_rate:.2f}, {problems}, clipping noted: {noted}")
 
 
-def _forgot(summary: RunSummary, data: RunData) -> tuple[bool, str]:
-    """At chance, and the gradient reaching the subject has vanished (Bengio et al. 1994)."""
-    acc, ratio = summary.final_metric, summary.time_grad_ratio
-    decay = any(d["rule"] == "time_decay" for d in summary.diagnoses)
-    ok = acc is not None and acc <= FORGOT and (decay or (ratio is not None and ratio < VANISHED))
-    return ok, (f"held-out accuracy {_num(acc)} (needs ≤ {FORGOT}), ‖∂L/∂h_1‖/‖∂L/∂h_T‖ {_num(ratio)} "
-                f"(needs < {VANISHED:g} or a time_decay diagnosis: {decay})")
-
-
-def _learned(summary: RunSummary, data: RunData) -> tuple[bool, str]:
+def _forgot(summary: RunSummary, data: RunData, config: RunConfig) -> tuple[bool, str]:
+    """At chance, and the verdict is a vanishing problem: the gradient does not reach the subject (Bengio et al.
+    1994), and nothing else is blamed."""
     acc = summary.final_metric
-    return acc is not None and acc >= LEARNED, f"held-out accuracy {_num(acc)} (needs ≥ {LEARNED})"
+    vanishing = _rules(_diagnoses(summary, "problem", "vanishing"))
+    exploding = _rules(_diagnoses(summary, "problem", "exploding"))
+    ok = acc is not None and acc <= FORGOT and "time_decay" in vanishing and not exploding
+    return ok, (f"held-out accuracy {_num(acc)} (needs ≤ {FORGOT}), vanishing problems {vanishing} (needs "
+                f"time_decay), exploding problems {exploding} (needs none)")
 
 
-def _learned_despite_vanishing(summary: RunSummary, data: RunData) -> tuple[bool, str]:
-    """Learned although the untrained network's gradient to the subject had vanished: the optimiser hid it."""
-    ok, reason = _learned(summary, data)
-    start = _start_ratio(data)
-    return (ok and start is not None and start < VANISHED,
-            f"{reason}; at step 1 ‖∂L/∂h_1‖/‖∂L/∂h_T‖ {_num(start)} (needs < {VANISHED:g})")
+def _learned(summary: RunSummary, data: RunData, config: RunConfig) -> tuple[bool, str]:
+    acc = summary.final_metric
+    clean, problems = _no_problem(summary)
+    ok = acc is not None and acc >= LEARNED and clean
+    return ok, f"held-out accuracy {_num(acc)} (needs ≥ {LEARNED}), {problems}"
+
+
+def _learned_despite_vanishing(summary: RunSummary, data: RunData, config: RunConfig) -> tuple[bool, str]:
+    """Learned although the untrained network's gradient to the subject had vanished: the optimiser hid it, and
+    the verdict says so in a note."""
+    ok, reason = _learned(summary, data, config)
+    start = _first_reach(summary, data, config)
+    noted = "time_decay" in _rules(_diagnoses(summary, "note", "vanishing"))
+    return (ok and start is not None and start < VANISHED and noted,
+            f"{reason}; at step 1 {_num(start)} of the gradient at the verb reached the subject (needs < "
+            f"{VANISHED:g}), vanishing noted: {noted}")
 
 
 def _recurrent_norms(data: RunData) -> tuple[float, float]:
@@ -106,20 +131,27 @@ def _recurrent_norms(data: RunData) -> tuple[float, float]:
     return float(s.iloc[0]), float(s.iloc[-1])
 
 
-def _weights_grow(summary: RunSummary, data: RunData) -> tuple[bool, str]:
+def _weights_grow(summary: RunSummary, data: RunData, config: RunConfig) -> tuple[bool, str]:
     first, last = _recurrent_norms(data)
     penalty = float(data.series(rd.PENALTY).iloc[-1])
-    ok = last > first and penalty == 0 and (summary.final_metric or 0.0) >= LEARNED
+    clean, problems = _no_problem(summary)
+    noted = "weight_growth" in _rules(_diagnoses(summary, "note", "exploding"))
+    ok = last > first and penalty == 0 and (summary.final_metric or 0.0) >= LEARNED and clean and noted
     return ok, (f"‖W_hh‖ {first:.3g} → {last:.3g} (needs to grow), penalty {penalty:.3g}, "
-                f"held-out accuracy {_num(summary.final_metric)}")
+                f"held-out accuracy {_num(summary.final_metric)}, {problems}, growth noted: {noted}")
 
 
-def _weights_shrink(summary: RunSummary, data: RunData) -> tuple[bool, str]:
+def _weights_shrink(summary: RunSummary, data: RunData, config: RunConfig) -> tuple[bool, str]:
     first, last = _recurrent_norms(data)
     penalty = float(data.series(rd.PENALTY).iloc[-1])
-    ok = last < first and penalty > 0 and (summary.final_metric or 0.0) >= LEARNED
+    clean, problems = _no_problem(summary)
+    ok = last < first and penalty > 0 and (summary.final_metric or 0.0) >= LEARNED and clean
     return ok, (f"‖W_hh‖ {first:.3g} → {last:.3g} (needs to shrink), penalty {penalty:.3g} (needs > 0), "
-                f"held-out accuracy {_num(summary.final_metric)} (needs ≥ {LEARNED})")
+                f"held-out accuracy {_num(summary.final_metric)} (needs ≥ {LEARNED}), {problems}")
+
+
+# A variant checked by one of these shows a failure; the others show a cure (or a healthy run).
+FAILURES = (_diverged, _forgot)
 
 
 # --- the runs ---------------------------------------------------------------------------------------------
@@ -154,7 +186,8 @@ LESSONS: tuple[Lesson, ...] = (
         "and time step where NaN/Inf first appeared.",
         (Variant("no clipping", EXPLODING,
                  "The gradient norm leaps by orders of magnitude within a few steps, and the run stops as diverged "
-                 "at the first NaN/Inf, located on the charts."), _diverged),
+                 "at the first NaN/Inf, located on the charts; the diagnosis reports an exploding-gradient "
+                 "problem and offers clipping first."), _diverged),
     ),
     _lesson(
         "clipping", 2, "Clipping the gradient norm prevents the blow-up",
@@ -163,7 +196,8 @@ LESSONS: tuple[Lesson, ...] = (
         "can no longer throw the weights into overflow. On the gradient-norm chart the pre-clip norm still jumps "
         "while the post-clip norm never exceeds 1, and the loss stays finite.",
         (Variant("clip norm at 1", EXPLODING.replace(clip="norm", clip_threshold=1.0),
-                 "The run completes without a single NaN/Inf while clipping fires on some of the steps."), _stable),
+                 "The run completes without a single NaN/Inf while clipping fires on some of the steps; the "
+                 "diagnosis finds no problem, only a note that clipping capped the spikes."), _stable),
     ),
     _lesson(
         "tanh-forgets", 3, "A tanh RNN forgets the subject",
@@ -174,8 +208,8 @@ LESSONS: tuple[Lesson, ...] = (
         "‖∂L/∂h_t‖ at the start of the sentence is thousands of times smaller than at the verb, and the accuracy "
         "chart stays at chance (50 %).",
         (Variant("tanh RNN", FAR,
-                 "Accuracy stays near 50 % for all 800 steps and the diagnosis reports that the gradient reaching "
-                 "the first time step has vanished."), _forgot),
+                 "Accuracy stays near 50 % for all 800 steps, and the diagnosis reports a vanishing-gradient "
+                 "problem: far less than 1 % of the gradient at the verb reaches the subject."), _forgot),
     ),
     _lesson(
         "lstm-remembers", 4, "An LSTM remembers it",
@@ -186,7 +220,8 @@ LESSONS: tuple[Lesson, ...] = (
         "while the gradient-through-time chart flattens.",
         (Variant("LSTM", FAR.replace(cell="lstm"),
                  "Accuracy climbs from 50 % to about 100 % within the 800 steps, at the distance where the tanh RNN "
-                 "stayed at chance."), _learned),
+                 "stayed at chance; no problem is diagnosed, and a note says how little of the gradient reached "
+                 "the subject at first."), _learned),
     ),
     _lesson(
         "gru-remembers", 5, "A GRU remembers it",
@@ -198,7 +233,7 @@ LESSONS: tuple[Lesson, ...] = (
         "the Gates page.",
         (Variant("GRU", FAR.replace(cell="gru", forget_bias=2.0),
                  "Accuracy climbs from 50 % to about 100 % within the 800 steps, at the distance where the tanh RNN "
-                 "stayed at chance."), _learned),
+                 "stayed at chance; no problem is diagnosed."), _learned),
     ),
     _lesson(
         "irnn", 6, "Identity initialisation with ReLU (IRNN)",
@@ -208,9 +243,10 @@ LESSONS: tuple[Lesson, ...] = (
         "activation and the initialisation differ. On the gradient-through-time chart the tanh RNN's gradient "
         "dies before the subject while the IRNN's reaches it, and only the IRNN's accuracy leaves 50 %.",
         (Variant("tanh, default init", SMALL_STEPS,
-                 "Accuracy stays near 50 % and the gradient reaching the first time step vanishes."), _forgot),
+                 "Accuracy stays near 50 %, and the diagnosis reports a vanishing-gradient problem whose first "
+                 "remedy is the IRNN."), _forgot),
         (Variant("IRNN: ReLU, identity init", SMALL_STEPS.replace(activation="relu", init="identity"),
-                 "Accuracy climbs to about 100 % within the 800 steps."), _learned),
+                 "Accuracy climbs to about 100 % within the 800 steps; no problem is diagnosed."), _learned),
     ),
     _lesson(
         "activations", 7, "Sigmoid, tanh or ReLU",
@@ -220,10 +256,13 @@ LESSONS: tuple[Lesson, ...] = (
         "units, and tanh's is 1 around 0. Compare the gradient-through-time charts and the accuracy: with small "
         "default weights only tanh learns; ReLU needs the identity initialisation of lesson 6.",
         (Variant("sigmoid", NEAR.replace(activation="sigmoid"),
-                 "Accuracy stays near 50 %: the gradient reaching the subject vanishes even over 5 words."), _forgot),
-        (Variant("tanh", NEAR, "Accuracy climbs to about 100 % within 300 steps."), _learned),
+                 "Accuracy stays near 50 %: the gradient reaching the subject vanishes even over 5 words, a "
+                 "vanishing-gradient problem."), _forgot),
+        (Variant("tanh", NEAR, "Accuracy climbs to about 100 % within 300 steps; no problem is diagnosed."),
+         _learned),
         (Variant("ReLU", NEAR.replace(activation="relu"),
-                 "Accuracy stays near 50 %: the inactive units cut the gradient and it vanishes too."), _forgot),
+                 "Accuracy stays near 50 %: the inactive units cut the gradient and it vanishes too, a "
+                 "vanishing-gradient problem."), _forgot),
     ),
     _lesson(
         "weight-decay", 8, "Weight decay keeps the weights small",
@@ -232,9 +271,11 @@ LESSONS: tuple[Lesson, ...] = (
         "(Pascanu et al. 2013), so small weights guard against explosions. Both runs learn the short agreement task; on the weight-norm "
         "chart the recurrent weights grow without the penalty and shrink below their start with λ = 0.005. A "
         "much larger λ would shrink them until the gradient vanishes.",
-        (Variant("no penalty", NEAR, "The recurrent weight norm grows while the model learns."), _weights_grow),
+        (Variant("no penalty", NEAR, "The recurrent weight norm grows while the model learns; the diagnosis "
+                                     "notes the growth and finds no problem."), _weights_grow),
         (Variant("λ = 0.005", NEAR.replace(weight_decay=0.005),
-                 "The model still learns, and the recurrent weight norm ends below where it started."),
+                 "The model still learns, and the recurrent weight norm ends below where it started; no problem "
+                 "is diagnosed."),
          _weights_shrink),
     ),
     _lesson(
@@ -245,9 +286,10 @@ LESSONS: tuple[Lesson, ...] = (
         "2000; Jozefowicz et al. 2015). Compare the gradient-through-time charts and the forget gate on the "
         "Gates page: only bias 1 learns within the 800 steps.",
         (Variant("forget bias 0", FAR.replace(cell="lstm", forget_bias=0.0),
-                 "Accuracy stays near 50 % and the gradient reaching the first time step vanishes."), _forgot),
+                 "Accuracy stays near 50 %, and the diagnosis reports a vanishing-gradient problem whose first "
+                 "remedy is forget bias 1."), _forgot),
         (Variant("forget bias 1", FAR.replace(cell="lstm", forget_bias=1.0),
-                 "Accuracy climbs to about 100 % within the 800 steps."), _learned),
+                 "Accuracy climbs to about 100 % within the 800 steps; no problem is diagnosed."), _learned),
     ),
     _lesson(
         "adam-hides-vanishing", 10, "Adam hides vanishing gradients",
@@ -258,9 +300,10 @@ LESSONS: tuple[Lesson, ...] = (
         "its gradient flows: compare the gradient-through-time charts of the two runs at their first steps.",
         (Variant("Adam", FAR.replace(optimizer="adam", lr=0.001),
                  "Accuracy climbs to about 100 % although the gradient reaching the subject starts below 1/1000 "
-                 "of the one at the verb."), _learned_despite_vanishing),
-        (Variant("SGD", FAR, "Accuracy stays near 50 %: the same vanished gradient, taken at face value."),
-         _forgot),
+                 "of the one at the verb: no problem, and a note says the gradient had vanished."),
+         _learned_despite_vanishing),
+        (Variant("SGD", FAR, "Accuracy stays near 50 %: the same vanished gradient, taken at face value, is a "
+                             "vanishing-gradient problem."), _forgot),
     ),
 )
 
@@ -289,4 +332,34 @@ def variant_index(lesson: Lesson, raw: str | int | None) -> int:
 
 def shows_effect(lesson: Lesson, variant_index: int, summary: RunSummary, data: RunData) -> tuple[bool, str]:
     """Whether a finished, diagnosed run of this variant showed what `expect` promises, with the numbers why."""
-    return _CHECKS[lesson.slug][variant_index](summary, data)
+    return _CHECKS[lesson.slug][variant_index](summary, data, lesson.variants[variant_index].config)
+
+
+def shows_failure(lesson: Lesson, variant_index: int) -> bool:
+    """Whether this variant is the lesson's failing run (it diverges or forgets), not its cure."""
+    return _CHECKS[lesson.slug][variant_index] in FAILURES
+
+
+def _variants_by_outcome() -> tuple[dict[RunConfig, int], set[RunConfig]]:
+    """Every lesson variant's config: the cures (with the first lesson showing each) and the failures."""
+    cures: dict[RunConfig, int] = {}
+    failures: set[RunConfig] = set()
+    for item in LESSONS:
+        for i, variant in enumerate(item.variants):
+            if shows_failure(item, i):
+                failures.add(variant.config)
+            else:
+                cures.setdefault(variant.config, item.number)
+    return cures, failures
+
+
+def fit_remedies(config: RunConfig, remedies: tuple[Remedy, ...]) -> tuple[Remedy, ...]:
+    """Remedies as the lessons know them: none that leads to a config a lesson shows failing, and those that
+    lead to a lesson's cure first, in lesson order (lesson 3's tanh RNN is offered lesson 4's LSTM first)."""
+    cures, failures = _variants_by_outcome()
+
+    def result(remedy: Remedy) -> RunConfig:
+        return config.replace(**remedy.changes)
+
+    kept = [r for r in remedies if result(r) not in failures]
+    return tuple(sorted(kept, key=lambda r: cures.get(result(r), len(LESSONS) + 1)))

@@ -28,7 +28,7 @@ from . import budget
 from .config import RunConfig
 from .runner import run_into_store, use_torch_threads
 from .store import Store
-from .train import RunSummary
+from .summary import RunSummary
 
 MAX_RUNS_ENV = "GFL_MAX_RUNS"
 DEFAULT_MAX_RUNS = 2  # one per core of the reference 2-core server

@@ -30,7 +30,7 @@ class RecurrentModel(nn.Module):
 
 def build(config: RunConfig) -> tuple[RecurrentModel, Task]:
     """Task and initialised model for a config; everything random comes from `config.seed`."""
-    task = make_task(config.task, config.seq_len, **task_options(config))
+    task = task_of(config)
     torch.manual_seed(config.seed)
     model = RecurrentModel(config, task)
     generator = torch.Generator().manual_seed(config.seed)
@@ -41,3 +41,8 @@ def build(config: RunConfig) -> tuple[RecurrentModel, Task]:
 
 def task_options(config: RunConfig) -> dict:
     return {"attractor_rate": config.attractor_rate} if config.task == "agreement" else {}
+
+
+def task_of(config: RunConfig) -> Task:
+    """The config's task alone (no model), e.g. for its sequence length, baselines and dependency."""
+    return make_task(config.task, config.seq_len, **task_options(config))

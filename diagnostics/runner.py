@@ -13,7 +13,9 @@ from . import budget
 from .config import RunConfig
 from .store import Store
 from .model import RecurrentModel, build
-from .train import RunSummary, finish_diagnosis, train
+from .summary import RunSummary
+from .train import train
+from .verdict import finish_diagnosis
 
 
 TORCH_THREADS_ENV = "GFL_TORCH_THREADS"

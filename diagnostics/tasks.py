@@ -17,10 +17,31 @@ from __future__ import annotations
 import inspect
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """Where the long-range dependency of a task lies, so a verdict can ask whether the gradient reaches it.
+
+    ``source`` is the (1-based) time step whose input the answer needs, ``target`` the step where the loss that
+    needs it is taken; ``reference`` is the held-out metric of a model that ignores the dependency (it may still
+    use everything nearer than ``source``)."""
+
+    source: int
+    target: int
+    source_name: str
+    target_name: str
+    reference: float
+
+    @property
+    def distance(self) -> int:
+        """Recurrent steps the gradient must travel back from the loss to the input it needs."""
+        return self.target - self.source
 
 
 class Task(ABC):
@@ -37,6 +58,7 @@ class Task(ABC):
     baseline: float
     baseline_loss: float
     baseline_label: str
+    perfect: float  # the metric of a model that is always right
     min_seq_len = 1
 
     def __init__(self, seq_len: int):
@@ -49,6 +71,10 @@ class Task(ABC):
     @abstractmethod
     def total_steps(self) -> int:
         """The sequence length T the model actually sees (seq_len plus the task's fixed parts)."""
+
+    @abstractmethod
+    def dependency(self) -> Dependency:
+        """The input the task's answer depends on most distantly, and where that answer is scored."""
 
     @abstractmethod
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -99,6 +125,7 @@ class AgreementTask(Task):
     baseline = 0.5
     baseline_loss = math.log(2)
     baseline_label = "chance (50 %)"
+    perfect = 1.0
     subject_position = 1  # index of the subject noun in every sequence; index 0 is "the"
 
     def __init__(self, seq_len: int, attractor_rate: float = 0.0):
@@ -120,6 +147,10 @@ class AgreementTask(Task):
 
     def total_steps(self) -> int:
         return self.seq_len + 2
+
+    def dependency(self) -> Dependency:
+        # Only the subject carries the number: a model that ignores it is at chance.
+        return Dependency(self.subject_position + 1, self.total_steps(), "the subject", "the verb", self.baseline)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         n, b, length = len(NOUNS), batch_size, self.seq_len
@@ -170,10 +201,17 @@ class AddingTask(Task):
     baseline = 1 / 6
     baseline_loss = 1 / 6
     baseline_label = "predict 1.0 (MSE 1/6)"
+    perfect = 0.0
     min_seq_len = 2  # one marker in each half needs two steps
 
     def total_steps(self) -> int:
         return self.seq_len
+
+    def dependency(self) -> Dependency:
+        # The first marker lies in the first half, at step seq_len // 2 at the latest: a gradient that cannot reach
+        # that far back reaches no first marker at all. A model that keeps only the second (nearer) value and
+        # answers it + 0.5 still halves the memoryless MSE, to Var(U) = 1/12: that is the score to beat.
+        return Dependency(self.seq_len // 2, self.total_steps(), "the first marker", "the answer", 1 / 12)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         b, t, half = batch_size, self.seq_len, self.seq_len // 2
@@ -212,6 +250,7 @@ class CopyTask(Task):
     loss_name = "cross-entropy"
     baseline = 1 / 8  # guessing among the 8 symbols at the 10 recall steps
     baseline_label = "memoryless (12.5 %)"
+    perfect = 1.0
     n_symbols, n_copy, delimiter = 8, 10, 9
 
     def __init__(self, seq_len: int):
@@ -221,6 +260,10 @@ class CopyTask(Task):
 
     def total_steps(self) -> int:
         return self.seq_len + 2 * self.n_copy
+
+    def dependency(self) -> Dependency:
+        # Symbol k (step k) is recalled at step seq_len + 10 + k: the last symbol is answered at the last step.
+        return Dependency(self.n_copy, self.total_steps(), "the symbols", "their recall", self.baseline)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         b, t, k = batch_size, self.total_steps(), self.n_copy

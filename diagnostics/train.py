@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import torch
@@ -15,11 +14,13 @@ from torch import nn
 from . import fastpath
 from . import rundata as rd
 from .config import RunConfig
-from .diagnosis import diagnose, time_gradient_fit
+from .gradflow import time_gradient_fit
 from .model import RecurrentModel, build
 from .recorder import (MemorySink, StepRows, first_nonfinite_hidden, first_nonfinite_hidden_grad, is_recorded,
                        layer_of, nonfinite_counts, parameter_rows, per_time_step_rows, retain_hidden_grads)
-from .store import strict_json
+from .summary import RunSummary
+# README's API is `from diagnostics.train import train, finish_diagnosis`; the verdict lives in its own module.
+from .verdict import finish_diagnosis  # noqa: F401
 
 EVAL_BATCH = 512  # held-out sequences for final_metric: enough that accuracy moves in 0.2 % steps
 EVAL_SEED_OFFSET = 1_000_003  # the held-out set never shares a generator state with training batches
@@ -33,42 +34,6 @@ class Sink(Protocol):
 
 class NonFiniteError(Exception):
     """The loss or a gradient went NaN/Inf; the loop catches it and applies `on_nonfinite`."""
-
-
-@dataclass
-class RunSummary:
-    """Bounded running summary of a run (nothing per step), the basis of the CLI's JSON."""
-
-    run_id: int | None = None
-    status: str = "running"
-    steps_done: int = 0
-    final_loss: float | None = None
-    final_metric: float | None = None
-    metric_name: str = ""
-    first_nonfinite: dict | None = None
-    max_grad_norm: float | None = None
-    clip_count: int = 0
-    steps_taken: int = 0
-    skipped_steps: int = 0
-    time_grad_step: int | None = None
-    time_grad_profile: list[float] = field(default_factory=list)
-    time_grad_ratio: float | None = None
-    diagnoses: list[dict] = field(default_factory=list)
-    train_seconds: float = 0.0
-
-    @property
-    def clip_rate(self) -> float:
-        """Share of taken optimiser steps on which clipping changed the gradient."""
-        return self.clip_count / self.steps_taken if self.steps_taken else 0.0
-
-    def to_dict(self) -> dict:
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        out["clip_rate"] = self.clip_rate
-        return out
-
-    def to_json(self) -> str:
-        """Strict JSON: non-finite numbers become null."""
-        return strict_json(self.to_dict())
 
 
 def make_optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
@@ -204,17 +169,13 @@ def train(config: RunConfig, sink: Sink | None = None, stop: threading.Event | N
         summary.status = "completed"
     summary.final_metric = evaluate(model, config)
     summary.train_seconds = time.perf_counter() - started
-    fit = time_gradient_fit(summary.time_grad_profile) if summary.time_grad_profile else None
-    summary.time_grad_ratio = fit.ratio if fit else None
+    if summary.time_grad_profile:
+        fit = time_gradient_fit(summary.time_grad_profile)
+        summary.time_grad_ratio, summary.time_grad_gain, summary.memory_horizon = fit.ratio, fit.gain, fit.horizon
     if on_end is not None:
         on_end(model, summary)
     data = memory.data() if memory is not None else None
     return summary, data
-
-
-def finish_diagnosis(summary: RunSummary, data: rd.RunData, config: RunConfig) -> None:
-    """Attach the diagnoses of the recorded data to the summary."""
-    summary.diagnoses = [d.to_dict() for d in diagnose(data, config)]
 
 
 def _all_finite(objective: torch.Tensor, grad_norms: torch.Tensor) -> bool:

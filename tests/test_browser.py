@@ -86,7 +86,23 @@ def test_explosion_lesson_link_runs_and_shows_the_nan_banner(app):
     page.goto(f"{url}/lab?{share_query(LESSONS[0], 0)}")
     expect(page.get_by_text(re.compile(r"Non-finite values \(NaN/Inf\) first at step \d+"))).to_be_visible()
     expect(page.get_by_text(re.compile(r"Run \d+ diverged"))).to_be_visible()
+    expect(page.get_by_text("Problem: exploding gradients (a value went non-finite).")).to_be_visible()
+    expect(page.get_by_text("Exploding gradients: problem")).to_be_visible()
+    expect(page.get_by_role("button", name="Clip the gradient norm at 1", exact=True)).to_be_visible()
     snapshot(page, "lab-explosion-lesson")
+
+
+def test_the_clipping_lesson_says_no_problem_first_and_keeps_its_note_collapsed(app):
+    url, browser, _ = app
+    page = new_page(browser)
+    page.goto(f"{url}/lab?{share_query(LESSONS[1], 0)}")
+    expect(page.get_by_text(re.compile(r"^No problem: the model learned .*; 1 note\.$"))).to_be_visible()
+    note = page.get_by_text(re.compile(r"Clipping capped \d+ jumps? of the gradient norm"))
+    expect(note).to_be_hidden()  # collapsed under its expander until asked for
+    page.get_by_text("1 note: signals that did no harm to this run").click()
+    expect(note).to_be_visible()
+    expect(page.get_by_text(re.compile(r"gradients: problem"))).to_have_count(0)
+    snapshot(page, "lab-clipping-lesson")
 
 
 def test_live_chart_grows_and_stop_ends_the_run(app):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from diagnostics.gradflow import time_gradient_fit
 from diagnostics.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,13 +39,18 @@ def test_train_json_summary_has_every_documented_field(tmp_path):
     out = cli("train", *FAST, "--steps", "12", "--record-every", "4", "--cell", "gru", "--json", "--quiet", db=db)
     summary = strict(out.stdout.strip().splitlines()[-1])
     for key in ("run_id", "status", "steps_done", "final_loss", "final_metric", "first_nonfinite", "max_grad_norm",
-                "clip_rate", "time_grad_profile", "time_grad_ratio", "diagnoses", "train_seconds"):
+                "clip_rate", "time_grad_profile", "time_grad_ratio", "time_grad_gain", "memory_horizon", "diagnoses",
+                "verdict", "learned", "train_seconds"):
         assert key in summary, key
     assert summary["status"] == "completed" and summary["steps_done"] == 12
     assert summary["first_nonfinite"] is None
     assert len(summary["time_grad_profile"]) == 5 + 2  # agreement: "the", subject, 5 fillers
     profile = summary["time_grad_profile"]
     assert summary["time_grad_ratio"] == pytest.approx(profile[0] / profile[-1])
+    fit = time_gradient_fit(profile)  # the JSON's gain and horizon are the fit of the profile it prints
+    assert (summary["time_grad_gain"], summary["memory_horizon"]) == (pytest.approx(fit.gain), fit.horizon and
+                                                                      pytest.approx(fit.horizon))
+    assert summary["learned"] is False and summary["verdict"].startswith("No exploding or vanishing problem")
     stored = Store(db).get_run(summary["run_id"])
     assert stored.status == "completed" and stored.steps_done == 12 and stored.config["cell"] == "gru"
     assert stored.summary["final_loss"] == summary["final_loss"]
@@ -59,10 +65,13 @@ def test_divergence_from_the_cli_is_located_and_json_stays_strict(tmp_path):
     assert summary["status"] == "diverged"
     first = summary["first_nonfinite"]
     assert first["tensor"] == "hidden" and first["layer"] == 0 and 1 <= first["time_step"] <= 32
-    kinds = {d["kind"] for d in summary["diagnoses"]}
-    assert "exploding" in kinds
-    nonfinite = next(d for d in summary["diagnoses"] if d["rule"] == "nonfinite")
-    assert {"clip": "norm", "clip_threshold": 1.0} in [r["changes"] for r in nonfinite["remedies"]]
+    assert summary["verdict"] == "Problem: exploding gradients (a value went non-finite)."
+    nonfinite = summary["diagnoses"][0]
+    assert (nonfinite["kind"], nonfinite["rule"], nonfinite["severity"]) == ("exploding", "nonfinite", "problem")
+    # clip_threshold is already 1 (the default), so the remedy changes only what differs; clipped steps of lr 1 with
+    # momentum 0.9 could still move a weight by 10, so it lowers lr to keep them within 1
+    assert nonfinite["remedies"][0] == {"label": "Clip the gradient norm at 1, learning rate 0.1",
+                                        "changes": {"clip": "norm", "lr": 0.1}}
 
 
 def test_runs_export_and_delete(tmp_path):

@@ -115,3 +115,8 @@ def test_bench_quick_writes_every_case(tmp_path):
             else:  # a ratio of two measured times
                 assert isinstance(row["ratio"], float) and row["ratio"] > 0, (key, row)
     assert "P1" in done.stdout and "ratio" in done.stdout
+    d1 = report["D1"]  # the quick corpus: one run that diverges, one that forgets, one that learns
+    assert sorted(r["label"] for r in d1["results"]) == ["did not learn", "diverged", "learned"]
+    assert {kind: (s["precision"], s["recall"]) for kind, s in d1["score"].items()} == {
+        "exploding": (1.0, 1.0), "vanishing": (1.0, 1.0)}
+    assert "D1 exploding  precision 1.00  recall 1.00" in done.stdout

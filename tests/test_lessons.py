@@ -5,10 +5,10 @@ import re
 from urllib.parse import parse_qsl
 
 import pytest
-import torch
 
 from diagnostics.config import RunConfig
-from diagnostics.lessons import LESSONS, lesson, shows_effect, variant_index
+from diagnostics.lessons import LESSONS, fit_remedies, lesson, shows_effect, shows_failure, variant_index
+from diagnostics.remedies import Remedy
 from diagnostics.links import share_query
 from diagnostics.train import finish_diagnosis, train
 
@@ -21,14 +21,7 @@ def case_id(item, i) -> str:
     return f"{item.number}-{item.slug}" + (f"-{label}" if len(item.variants) > 1 else "")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These matrices are tiny: a second thread only adds synchronisation, and on a loaded 2-core machine
-    it made an 800-step run 10x slower (measured), so train on one and restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.cache
@@ -45,6 +38,38 @@ def test_variant_shows_its_effect(item, i):
     summary, data = run(variant.config)
     ok, reason = shows_effect(item, i, summary, data)
     assert ok, f"lesson {item.number} '{variant.label}' should show: {variant.expect} Measured: {reason}"
+
+
+FAILING_CONFIGS = {v.config for item in LESSONS for i, v in enumerate(item.variants) if shows_failure(item, i)}
+CURES = {v.config: item.number for item in LESSONS for i, v in enumerate(item.variants) if not shows_failure(item, i)}
+
+
+@pytest.mark.parametrize("item,i", CASES, ids=[case_id(item, i) for item, i in CASES])
+def test_remedies_appear_on_the_failures_only_and_lead_away_from_them(item, i):
+    """A cure run shows no red or orange box and no button; a failing run offers changes it has not got, none of
+    which a lesson shows failing, the lessons' own cures first."""
+    config = item.variants[i].config
+    summary, _ = run(config)
+    offered = [r for d in summary.diagnoses for r in d["remedies"]]
+    problems = [d for d in summary.diagnoses if d["severity"] == "problem"]
+    if not shows_failure(item, i):
+        assert not problems and not offered
+        return
+    assert problems and all(d["remedies"] for d in problems)
+    for remedy in offered:
+        assert all(getattr(config, k) != v for k, v in remedy["changes"].items()), remedy
+        assert config.replace(**remedy["changes"]) not in FAILING_CONFIGS, remedy
+    first = config.replace(**problems[0]["remedies"][0]["changes"])
+    assert first in CURES, problems[0]["remedies"][0]  # every failing lesson run has a lesson cure one click away
+
+
+def test_fit_remedies_drops_what_a_lesson_shows_failing_and_puts_lesson_cures_first():
+    tanh = lesson(3).variants[0].config
+    offered = (Remedy("orthogonal", {"init": "orthogonal"}), Remedy("adam", {"optimizer": "adam", "lr": 0.001}),
+               Remedy("gru", {"cell": "gru", "forget_bias": 2.0}), Remedy("lstm", {"cell": "lstm"}),
+               Remedy("lstm forget bias 0", {"cell": "lstm", "forget_bias": 0.0}))
+    # lesson 4's LSTM, lesson 5's GRU, lesson 10's Adam in lesson order, then the rest; lesson 9 shows bias 0 failing
+    assert [r.label for r in fit_remedies(tanh, offered)] == ["lstm", "gru", "adam", "orthogonal"]
 
 
 def test_slugs_are_unique_and_numbers_run_from_one():
@@ -110,3 +135,13 @@ def test_contrasts_vary_only_what_the_lesson_is_about():
     assert by[9].variants[1].config == first[4]
     adam, sgd = (v.config for v in by[10].variants)
     assert sgd == first[3] and changed(sgd, adam) == {"optimizer", "lr"}
+
+
+@pytest.mark.parametrize("number, changes", [(1, {"clip": "norm"}),
+                                             (6, {"init": "identity", "activation": "relu"}),
+                                             (9, {"forget_bias": 1.0})], ids=["1-clip", "6-irnn", "9-bias"])
+def test_the_first_remedy_is_the_one_the_lesson_names(number, changes):
+    """Lesson texts promise their cure as the first remedy: the button a student presses first."""
+    summary, _ = run(lesson(number).variants[0].config)
+    assert summary.diagnoses[0]["severity"] == "problem"
+    assert summary.diagnoses[0]["remedies"][0]["changes"] == changes

@@ -110,7 +110,8 @@ def test_divergence_shows_the_banner_and_a_remedy_starts_a_fixed_run(db):
     remedy.click().run()
     run_until(at, "Run 2 ")
     second = Store(db).get_run(2)
-    assert RunConfig.from_dict(second.config) == EXPLODE.replace(clip="norm", clip_threshold=1.0)
+    # clipping at 1 with a learning rate that keeps a clipped step of SGD with momentum 0.9 within 1
+    assert RunConfig.from_dict(second.config) == EXPLODE.replace(clip="norm", clip_threshold=1.0, lr=0.1)
     assert at.sidebar.selectbox(key="cfg_clip").value == "norm"  # the controls show the new experiment
 
 
@@ -172,3 +173,27 @@ def test_a_foreign_store_file_gets_a_message_not_a_traceback(tmp_path, monkeypat
     assert f"The run store cannot be opened: {foreign} is not a Gradient Flow Lab store" in at.error[0].value
     assert "Set GFL_DB to another file" in at.error[0].value
     assert foreign.read_text() == "my notes, not a run store"
+
+
+def test_diagnosis_panel_says_first_whether_anything_harmed_the_run(db):
+    """Lesson 2's cure: a green "No problem" first, its note collapsed, no remedy buttons. Lesson 3's failure: the
+    headline, one orange box for the vanishing problem, remedy buttons with lesson 4's LSTM first."""
+    from diagnostics.runner import run_into_store
+
+    cure = run_into_store(LESSONS[1].variants[0].config, Store(db))
+    at = open_lab(f"run={cure.run_id}")
+    run_until(at, "No problem: the model learned")
+    assert at.success[-1].value == cure.verdict
+    assert [e.label for e in at.main.expander] == ["1 note: signals that did no harm to this run"]
+    assert {b.label for b in at.button} == {"Train", "Stop"}
+    assert not any("-badge[**" in m.value for m in at.markdown)  # no red or orange box
+
+    failure = run_into_store(LESSONS[2].variants[0].config, Store(db))
+    at = open_lab(f"run={failure.run_id}")
+    run_until(at, f"Run {failure.run_id} completed")
+    texts = [m.value for m in at.markdown]
+    assert f"**{failure.verdict}**" in texts and failure.verdict.startswith("Problem: vanishing gradients")
+    assert ":orange-badge[**Vanishing gradients**: problem]" in texts and ":red-badge[" not in "".join(texts)
+    remedies = [b.label for b in at.button if b.label not in ("Train", "Stop")]
+    assert remedies[0] == "Use an LSTM: its cell state carries the gradient"
+    assert sorted(remedies) == sorted(r["label"] for r in failure.diagnoses[0]["remedies"])  # once each

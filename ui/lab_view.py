@@ -11,7 +11,7 @@ from diagnostics import charts
 from diagnostics.chartdata import LabChartData, lab_chart_data
 from diagnostics.config import ConfigError, RunConfig
 from diagnostics.live import LiveRun, RunManager
-from diagnostics.store import RunInfo, Store, StoreError
+from diagnostics.store import RunInfo, Store, StoreError, strict_json
 
 POLL_SECONDS = 1.0
 REMEDIES_PER_ROW = 2
@@ -87,29 +87,57 @@ def _nonfinite_banner(data: LabChartData) -> None:
              f"{len(data.events)} non-finite event(s) recorded; red marks on the charts show where.")
 
 
+KIND_COLOURS = {"exploding": "red", "vanishing": "orange"}  # red is also the NaN/Inf colour of every chart
+
+
 def _diagnosis_panel(info: RunInfo, on_remedy: Callable[[RunConfig], None]) -> None:
+    """The verdict first, then each problem in its kind's colour with its remedies, then the notes, collapsed."""
     st.subheader("Diagnosis")
-    diagnoses = (info.summary or {}).get("diagnoses", [])
-    if not diagnoses:
-        st.success("No exploding or vanishing gradients diagnosed in this run.")
-        return
+    summary = info.summary or {}
+    diagnoses = summary.get("diagnoses", [])
+    # Runs stored before verdicts judged the outcome have no severity: every diagnosis of theirs was a problem.
+    problems = [d for d in diagnoses if d.get("severity", "problem") == "problem"]
+    notes = [d for d in diagnoses if d.get("severity") == "note"]
+    verdict = summary.get("verdict") or ("" if diagnoses else "No exploding or vanishing gradients diagnosed.")
+    if problems:
+        st.markdown(f"**{verdict}**" if verdict else f"**{len(problems)} problem(s) diagnosed.**")
+    elif summary.get("learned"):
+        st.success(verdict)
+    elif verdict:
+        st.info(verdict)
     try:
         config = RunConfig.from_dict(info.config)
     except ConfigError:
         config = None
-    for i, d in enumerate(diagnoses):
-        box = st.error if d["kind"] == "exploding" else st.warning
-        box(f"**{d['kind'].capitalize()} gradients** ({d['rule'].replace('_', ' ')}): {d['message']}")
-        with st.expander("Evidence"):
-            st.json(d["evidence"])
-        if config is None:
+    for kind, colour in KIND_COLOURS.items():  # one box per kind: its rules' findings, then its remedies once
+        found = [d for d in problems if d["kind"] == kind]
+        if not found:
             continue
-        buttons = st.columns(REMEDIES_PER_ROW)  # two per row, so each label is readable in full
-        for j, remedy in enumerate(d["remedies"]):
-            changed = config.replace(**remedy["changes"])
-            buttons[j % REMEDIES_PER_ROW].button(
-                remedy["label"], key=f"remedy-{info.id}-{i}-{j}", on_click=on_remedy, args=(changed,),
-                width="stretch", help=f"Start a new run with {remedy['changes']}")
+        with st.container(border=True):
+            st.markdown(f":{colour}-badge[**{kind.capitalize()} gradients**: problem]")
+            for d in found:
+                st.markdown(f":{colour}[**{d['rule'].replace('_', ' ')}**] {d['message']}")
+            with st.expander("Evidence"):
+                st.json({d["rule"]: d["evidence"] for d in found})
+            if config is not None:
+                _remedy_buttons(info.id, kind, found, config, on_remedy)
+    if notes:
+        with st.expander(f"{len(notes)} note{'s' * (len(notes) != 1)}: signals that did no harm to this run"):
+            for d in notes:
+                st.markdown(f":gray-badge[{d['kind'].capitalize()} · {d['rule'].replace('_', ' ')}] {d['message']}")
+                st.json(d["evidence"], expanded=False)
+
+
+def _remedy_buttons(run_id: int, kind: str, found: list[dict], config: RunConfig,
+                    on_remedy: Callable[[RunConfig], None]) -> None:
+    """Each distinct remedy of the kind's problems once, in the order the rules proposed them."""
+    remedies = list({strict_json(r["changes"]): r for d in found for r in d["remedies"]}.values())
+    buttons = st.columns(REMEDIES_PER_ROW)  # two per row, so each label is readable in full
+    for j, remedy in enumerate(remedies):
+        changed = config.replace(**remedy["changes"])
+        buttons[j % REMEDIES_PER_ROW].button(
+            remedy["label"], key=f"remedy-{run_id}-{kind}-{j}", on_click=on_remedy, args=(changed,),
+            width="stretch", help=f"Start a new run with {remedy['changes']}")
 
 
 def show(chart) -> None:
