@@ -102,9 +102,11 @@ class Judgement:
     @property
     def vanishing_harm(self) -> bool:
         """A run that did not learn, whose gradient fell below VANISHED before reaching its dependency, and
-        that no explosion explains (saturated units after an explosion cut the gradient as a consequence)."""
+        that no explosion explains (saturated units after an explosion cut the gradient as a consequence). A run
+        stopped by hand is not judged: an LSTM's gradient vanishes at first and recovers as its forget gate
+        learns, which a stopped run may not have had the steps to show."""
         return (self.reach is not None and self.reach.ratio < VANISHED and not self.outcome.beaten
-                and self.explosion is None)
+                and self.explosion is None and self.outcome.status != "stopped")
 
     def severity(self, kind: str) -> str:
         harmed = self.explosion is not None if kind == EXPLODING else self.vanishing_harm
@@ -155,6 +157,16 @@ def _setback(data: RunData, outcome: Outcome) -> tuple[int, float] | None:
     return int(after.idxmax()), float(after.max())
 
 
+def _past_explosion_bound(data: RunData, config: RunConfig) -> bool:
+    """Whether growing weights can explode the gradient: for a vanilla RNN once sigma_max(W_hh) passes 1/gamma
+    (Pascanu et al. 2013); doubling small weights that stay below it cannot. Gated cells have no such bound."""
+    if config.cell != "rnn":
+        return True
+    latest = [s.iloc[-1] for layer in range(config.num_layers)
+              if len(s := _finite(data.series(rd.SIGMA_MAX, layer, tensor=f"rnn.weight_hh_l{layer}")))]
+    return not latest or max(latest) >= vanishing_bound(config.activation)
+
+
 def explosion_harm(data: RunData, config: RunConfig, outcome: Outcome) -> str | None:
     """How exploding gradients harmed the run, or None when they did not."""
     if not _nonfinite(data).empty:
@@ -164,7 +176,7 @@ def explosion_harm(data: RunData, config: RunConfig, outcome: Outcome) -> str | 
         return "the loss ran away"
     if _setback(data, outcome) is not None:
         return "the loss jumped back up and did not recover"
-    if _fast_growth(data, config) is not None and not outcome.beaten:
+    if _fast_growth(data, config) is not None and not outcome.beaten and _past_explosion_bound(data, config):
         return "the weights grew without bound while the model did not learn"
     return None
 
@@ -252,6 +264,8 @@ def _after_vanishing(j: Judgement) -> str:
         return f"a consequence of the explosion ({j.explosion}), not its cause"
     if j.outcome.beaten:
         return f"yet the model learned ({j.outcome.metric_text()})"
+    if j.outcome.status == "stopped":
+        return "but the run was stopped before it could show whether the gradient recovers"
     if j.reach is not None:
         return (f"yet the gradient reaching {j.dependency.source_name} is still "
                 f"{fraction_of(j.reach.ratio, 'the one at ' + j.dependency.target_name)}")
@@ -272,8 +286,11 @@ def check_nonfinite(j: Judgement) -> Diagnosis | None:
                f"event{'s' * (len(bad) != 1)} in total).")
     evidence = {"step": int(first["step"]), "tensor": str(first["tensor"]), "layer": _int(first["layer"]),
                 "time_step": _int(first["time_step"]), **counts, "count": len(bad)}
+    at_init = int(first["step"]) == 1 and first["tensor"] in ("hidden", "loss")  # before any update
+    if at_init:
+        message += " The untrained model overflowed at its first forward pass: the initial weights are too large."
     return Diagnosis(EXPLODING, "nonfinite", message, evidence,
-                     _cures(j, EXPLODING, *explosion_cures(j.config)), PROBLEM)
+                     _cures(j, EXPLODING, *explosion_cures(j.config, at_initialisation=at_init)), PROBLEM)
 
 
 def check_loss_divergence(j: Judgement) -> Diagnosis | None:
@@ -300,7 +317,8 @@ def check_loss_divergence(j: Judgement) -> Diagnosis | None:
                    "model lost what it had learned")
     if norm is not None:
         message += f" (the gradient norm reached {norm:.3g} at step {step})"
-    evidence = {"first": loss.first, "start": loss.start, "best": loss.best, "best_step": loss.best_step, "end": loss.end,
+    evidence = {"first": loss.first, "start": loss.start, "best": loss.best, "best_step": loss.best_step,
+                "end": loss.end,
                 "baseline_loss": loss.baseline, "grad_norm_step": step, "grad_norm": _num(norm),
                 "setback": LOSS_SETBACK, "far": LOSS_FAR}
     return Diagnosis(EXPLODING, "loss_divergence", message + ".", evidence,
@@ -367,6 +385,14 @@ def check_grad_above_one(j: Judgement) -> Diagnosis | None:
                      _cures(j, EXPLODING, *explosion_cures(j.config)), severity)
 
 
+def _loss_around(data: RunData, step: int) -> tuple[float | None, float | None]:
+    """Median training loss over the SPIKE_WINDOW steps before `step` and from it on: what a jump did to it."""
+    loss = _finite(data.series(rd.LOSS))
+    before = loss[(loss.index < step) & (loss.index >= step - SPIKE_WINDOW)]
+    after = loss[(loss.index >= step) & (loss.index < step + SPIKE_WINDOW)]
+    return (float(before.median()) if len(before) else None, float(after.median()) if len(after) else None)
+
+
 def spike_reference(config: RunConfig) -> float:
     """The norm a spike is measured against besides its recent median: the clipping threshold, else GRAD_LIMIT."""
     return config.clip_threshold if config.clip == "norm" else GRAD_LIMIT
@@ -387,21 +413,25 @@ def check_clip_spikes(j: Judgement) -> Diagnosis | None:
     against = "its recent median" if med > reference else \
         f"the clipping threshold {reference:g}" if j.config.clip == "norm" else f"the line at {reference:g}"
     count = len(spikes)
+    before, after = _loss_around(j.data, step)
+    loss = ("" if before is None or after is None else
+            f"; the training loss went from {before:.3g} before it to {after:.3g} after")
     severity = j.severity(EXPLODING)
     if severity == PROBLEM:
         message = (f"The gradient norm jumped above {SPIKE_FACTOR:g}x {against} {_times(count)}; "
-                   f"the largest jump, at step {step}, reached {value:.3g} ({factor:.3g}x): the loss surface has "
-                   "steep cliffs" + (f" that clipping at {j.config.clip_threshold:g} did not tame."
-                                     if j.config.clip == "norm" else "."))
+                   f"the largest jump, at step {step}, reached {value:.3g} ({factor:.3g}x){loss}: the loss surface "
+                   "has steep cliffs" + (f" that clipping at {j.config.clip_threshold:g} did not tame."
+                                         if j.config.clip == "norm" else "."))
     elif j.config.clip == "norm":
         message = (f"Clipping capped {count} jump{'s' * (count != 1)} of the gradient norm above "
-                   f"{SPIKE_FACTOR:g}x {against} (the largest, {value:.3g} at step {step}, {factor:.3g}x) "
+                   f"{SPIKE_FACTOR:g}x {against} (the largest, {value:.3g} at step {step}, {factor:.3g}x{loss}) "
                    f"{_no_harm(j)}.")
     else:
         message = (f"The gradient norm jumped above {SPIKE_FACTOR:g}x {against} {_times(count)} "
-                   f"(the largest, {value:.3g} at step {step}, {factor:.3g}x) {_no_harm(j)}.")
+                   f"(the largest, {value:.3g} at step {step}, {factor:.3g}x{loss}) {_no_harm(j)}.")
     evidence = {"count": count, "step": step, "value": value, "median": med, "reference": reference,
-                "factor": factor, "spike_factor": SPIKE_FACTOR, "window": SPIKE_WINDOW}
+                "factor": factor, "spike_factor": SPIKE_FACTOR, "window": SPIKE_WINDOW,
+                "loss_before": _num(before), "loss_after": _num(after)}
     return Diagnosis(EXPLODING, "clip_spikes", message, evidence,
                      _cures(j, EXPLODING, *explosion_cures(j.config)), severity)
 
@@ -422,12 +452,13 @@ def check_time_decay(j: Judgement) -> Diagnosis | None:
         shorter = (f"{horizon}, shorter than the {dep.distance} steps back to {dep.source_name}"
                    if fit.horizon is not None and fit.horizon < dep.distance
                    else f"too little to learn from over {dep.distance} steps")
-        message = (f"At step {reach.step}, {where}: {shorter}, and the run did not learn "
-                   f"({j.outcome.metric_text()}).")
+        message = (f"Over the last recorded steps (to step {reach.step}), {where}: {shorter}, and the run did not "
+                   f"learn ({j.outcome.metric_text()}).")
     elif reach.ratio < VANISHED:
         why = (": Adam divides each weight's step by that weight's own gradient size, so even a tiny gradient "
                "moves its weight (Kingma & Ba 2015)" if j.config.optimizer == "adam" and j.outcome.beaten else "")
-        message = f"At step {reach.step}, {where} ({horizon}), {_after_vanishing(j)}{why}."
+        message = (f"Over the last recorded steps (to step {reach.step}), {where} ({horizon}), "
+                   f"{_after_vanishing(j)}{why}.")
     else:
         how = ("Adam's rescaled steps let the model learn to carry it" if j.config.optimizer == "adam"
                else "training taught the network to carry it")
@@ -517,9 +548,13 @@ CHECKS = (check_nonfinite, check_loss_divergence, check_weight_growth, check_gra
           check_time_decay, check_saturation, check_spectral)
 
 
-def diagnose(data: RunData, config: RunConfig, outcome: Outcome) -> list[Diagnosis]:
+def diagnose_judged(j: Judgement) -> list[Diagnosis]:
     """Every rule that fires: problems before notes, exploding before vanishing within each (an explosion
     usually explains the rest of the charts)."""
-    j = judge(data, config, outcome)
     found = [d for check in CHECKS if (d := check(j)) is not None]
     return sorted(found, key=lambda d: d.severity != PROBLEM)  # stable: rule order within each severity
+
+
+def diagnose(data: RunData, config: RunConfig, outcome: Outcome) -> list[Diagnosis]:
+    """`diagnose_judged` of the run judged here."""
+    return diagnose_judged(judge(data, config, outcome))

@@ -89,12 +89,16 @@ class Reach:
 
 
 def gradient_reach(time_grads: pd.DataFrame, dep: Dependency) -> Reach | None:
-    """The share of the loss-side gradient that reaches the task's dependency, at the latest and first steps."""
+    """The share of the loss-side gradient that reaches the task's dependency, at the latest and first steps.
+
+    "Latest" is the median over the last RECENT_PROFILES usable profiles after the first recorded step, which
+    shows the untrained network: a run too short to have one later is judged on that one alone."""
     tg = time_grads[(time_grads["layer"] == 0).fillna(False).astype(bool)]
     if tg.empty:
         return None
-    wide = tg.pivot_table(index="step", columns="t", values="value", aggfunc="first").sort_index()
-    target = min(dep.target, int(wide.columns.max()))
+    # dropna=False: a profile that went NaN at every t is data (it is skipped below), not a column to drop.
+    wide = tg.pivot_table(index="step", columns="t", values="value", aggfunc="first", dropna=False).sort_index()
+    target = min(dep.target, int(tg["t"].max()))
     if dep.source not in wide.columns or target not in wide.columns:
         return None
     values = wide.to_numpy(dtype=float)
@@ -103,6 +107,7 @@ def gradient_reach(time_grads: pd.DataFrame, dep: Dependency) -> Reach | None:
     if ratios.empty:
         return None
     step = int(ratios.index[-1])
+    later = ratios.iloc[1:] if len(ratios) > 1 else ratios
     profile = tuple(float(v) for v in wide.loc[step, :target].to_numpy(dtype=float))
-    return Reach(step=step, ratio=float(ratios.iloc[-RECENT_PROFILES:].median()), first_step=int(ratios.index[0]),
+    return Reach(step=step, ratio=float(later.iloc[-RECENT_PROFILES:].median()), first_step=int(ratios.index[0]),
                  first_ratio=float(ratios.iloc[0]), profile=profile, fit=time_gradient_fit(profile))

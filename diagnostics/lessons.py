@@ -13,9 +13,8 @@ from typing import Callable
 
 from . import rundata as rd
 from .config import RunConfig
-from .gradflow import VANISHED, gradient_reach
+from .gradflow import gradient_reach
 from .model import task_of
-from .remedies import Remedy
 from .rundata import RunData
 from .summary import RunSummary
 
@@ -25,6 +24,8 @@ FORGOT = 0.6
 LEARNED = 0.9
 # A thousand times the clipping threshold of lesson 2: no ordinary batch produces a gradient this large.
 EXPLODED = 1e3
+# Lesson 10's text: the gradient reaching the subject starts below 1/1000 of the one at the verb.
+ADAM_HIDES = 1e-3
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def _no_problem(summary: RunSummary) -> tuple[bool, str]:
     return not problems, f"problems {problems} (needs none)"
 
 
-def _first_reach(summary: RunSummary, data: RunData, config: RunConfig) -> float | None:
+def _first_reach(data: RunData, config: RunConfig) -> float | None:
     """The share of the gradient at the loss that reached the subject at the first recorded step."""
     reach = gradient_reach(data.time_grads, task_of(config).dependency())
     return None if reach is None else reach.first_ratio
@@ -118,11 +119,11 @@ def _learned_despite_vanishing(summary: RunSummary, data: RunData, config: RunCo
     """Learned although the untrained network's gradient to the subject had vanished: the optimiser hid it, and
     the verdict says so in a note."""
     ok, reason = _learned(summary, data, config)
-    start = _first_reach(summary, data, config)
+    start = _first_reach(data, config)
     noted = "time_decay" in _rules(_diagnoses(summary, "note", "vanishing"))
-    return (ok and start is not None and start < VANISHED and noted,
+    return (ok and start is not None and start < ADAM_HIDES and noted,
             f"{reason}; at step 1 {_num(start)} of the gradient at the verb reached the subject (needs < "
-            f"{VANISHED:g}), vanishing noted: {noted}")
+            f"{ADAM_HIDES:g}), vanishing noted: {noted}")
 
 
 def _recurrent_norms(data: RunData) -> tuple[float, float]:
@@ -340,8 +341,9 @@ def shows_failure(lesson: Lesson, variant_index: int) -> bool:
     return _CHECKS[lesson.slug][variant_index] in FAILURES
 
 
-def _variants_by_outcome() -> tuple[dict[RunConfig, int], set[RunConfig]]:
-    """Every lesson variant's config: the cures (with the first lesson showing each) and the failures."""
+def known_outcomes() -> tuple[dict[RunConfig, int], set[RunConfig]]:
+    """Every lesson variant's config: the cures (with the number of the first lesson showing each) and the
+    failures, so remedies can lead to the one and away from the other."""
     cures: dict[RunConfig, int] = {}
     failures: set[RunConfig] = set()
     for item in LESSONS:
@@ -351,15 +353,3 @@ def _variants_by_outcome() -> tuple[dict[RunConfig, int], set[RunConfig]]:
             else:
                 cures.setdefault(variant.config, item.number)
     return cures, failures
-
-
-def fit_remedies(config: RunConfig, remedies: tuple[Remedy, ...]) -> tuple[Remedy, ...]:
-    """Remedies as the lessons know them: none that leads to a config a lesson shows failing, and those that
-    lead to a lesson's cure first, in lesson order (lesson 3's tanh RNN is offered lesson 4's LSTM first)."""
-    cures, failures = _variants_by_outcome()
-
-    def result(remedy: Remedy) -> RunConfig:
-        return config.replace(**remedy.changes)
-
-    kept = [r for r in remedies if result(r) not in failures]
-    return tuple(sorted(kept, key=lambda r: cures.get(result(r), len(LESSONS) + 1)))

@@ -6,6 +6,7 @@ keeps only changes that are valid and change something, stripped of the fields t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -165,10 +166,14 @@ def _relu_he(config: RunConfig) -> Remedy | None:
 Builder = Callable[[RunConfig], "Remedy | None"]
 
 
-def explosion_cures(config: RunConfig) -> tuple[Builder, ...]:
+def explosion_cures(config: RunConfig, at_initialisation: bool = False) -> tuple[Builder, ...]:
     """Clipping first when the run does not clip by norm (Pascanu et al. 2013). When it does: a learning rate that
     keeps clipped steps small, a smaller start when W_hh began large, then a tighter threshold (a 2-layer LSTM that
-    lost what it learned under clipping at 1 learned at 0.5, where lr / 10 left it at chance: measured)."""
+    lost what it learned under clipping at 1 learned at 0.5, where lr / 10 left it at chance: measured). An
+    explosion `at_initialisation` (the untrained model's forward pass overflowed) no update caused: a smaller start
+    first."""
+    if at_initialisation:
+        return _smaller_init, _clip, _lower_lr, _gated_for_explosion
     if config.clip != "norm":
         return _clip, _smaller_init, _lower_lr, _gated_for_explosion
     first = (_bounded_step, _smaller_init) if config.init_scale > LARGE_INIT else (_bounded_step,)
@@ -205,3 +210,26 @@ def remedies_for(config: RunConfig, *builders: Builder) -> tuple[Remedy, ...]:
         if remedy not in out and changes and _changes_config(config, changes):
             out.append(remedy)
     return tuple(out)
+
+
+# Fields that do not change what a lesson shows: a lesson's failing config fails at other seeds and lengths too.
+_INCIDENTAL = ("seed", "steps", "record_every", "on_nonfinite")
+
+
+def _essence(config: RunConfig) -> RunConfig:
+    return config.replace(**{name: getattr(RunConfig(), name) for name in _INCIDENTAL})
+
+
+def fit_to_known_runs(config: RunConfig, remedies: tuple[Remedy, ...], cures: dict[RunConfig, int],
+                      failures: set[RunConfig]) -> tuple[Remedy, ...]:
+    """Remedies fitted to runs whose outcome is known (the lessons): none that leads to what a known run shows
+    failing, whatever the seed or length; those that lead exactly to a known cure first, in the cures' order
+    (lesson 3's tanh RNN is offered lesson 4's LSTM first). A cure is promoted only for the very config it was
+    shown on: lesson 4's LSTM learns at seed 0, not at every seed."""
+    failing = {_essence(c) for c in failures}
+
+    def result(remedy: Remedy) -> RunConfig:
+        return config.replace(**remedy.changes)
+
+    kept = [r for r in remedies if _essence(result(r)) not in failing]
+    return tuple(sorted(kept, key=lambda r: cures.get(result(r), math.inf)))

@@ -26,7 +26,7 @@ class RunSummary:
     time_grad_profile: list[float] = field(default_factory=list)
     time_grad_ratio: float | None = None
     time_grad_gain: float | None = None  # fitted per-step gain of time_grad_profile (< 1: decays back in time)
-    memory_horizon: float | None = None  # steps back until the profile falls below diagnosis.VANISHED
+    memory_horizon: float | None = None  # steps back the profile stays at or above gradflow.VANISHED
     diagnoses: list[dict] = field(default_factory=list)
     verdict: str | None = None  # the diagnosis in one sentence: whether anything harmed the run, shown first
     learned: bool | None = None  # clearly beat a model that ignores the task's long-range dependency

@@ -5,6 +5,7 @@ only, change what the run does not already have, and diagnoses are strict JSON. 
 import functools
 import json
 import math
+import statistics
 
 import pytest
 
@@ -362,7 +363,11 @@ def test_spikes_are_measured_against_the_clipping_threshold_once_the_median_coll
     d = dg.check_clip_spikes(judged(rows, RNN))
     assert (d.kind, d.rule, d.severity, d.remedies) == ("exploding", "clip_spikes", "note", ())
     assert d.evidence == pytest.approx({"count": 1, "step": 70, "value": 20.0, "median": 2e-9, "reference": 1.0,
-                                        "factor": 20.0, "spike_factor": 10.0, "window": 20})
+                                        "factor": 20.0, "spike_factor": 10.0, "window": 20,
+                                        # the healthy loss 0.7/step over the 20 steps before and from step 70 on
+                                        "loss_before": statistics.median(0.7 / s for s in range(50, 70)),
+                                        "loss_after": statistics.median(0.7 / s for s in range(70, 90))})
+    assert "; the training loss went from 0.0118 before it to 0.00881 after)" in d.message
     assert d.message.startswith("Clipping capped 1 jump of the gradient norm above 10x the clipping threshold 1")
 
 

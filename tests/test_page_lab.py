@@ -197,3 +197,20 @@ def test_diagnosis_panel_says_first_whether_anything_harmed_the_run(db):
     remedies = [b.label for b in at.button if b.label not in ("Train", "Stop")]
     assert remedies[0] == "Use an LSTM: its cell state carries the gradient"
     assert sorted(remedies) == sorted(r["label"] for r in failure.diagnoses[0]["remedies"])  # once each
+
+
+def test_a_run_stored_before_verdicts_had_severities_still_opens(db):
+    """An older store's summary has no severity, verdict or learned: its diagnoses were all problems."""
+    store = Store(db)
+    run_id = store.create_run(SMALL.to_dict())
+    old = {"kind": "exploding", "rule": "clip_spikes", "message": "The gradient norm jumped above 10x its median.",
+           "evidence": {"count": 1},
+           "remedies": [{"label": "Clip the gradient norm at 1", "changes": {"clip": "norm"}}]}
+    store.finish(run_id, "completed", 0, {"diagnoses": [old], "final_metric": 0.5, "metric_name": "accuracy"})
+    at = open_lab(f"run={run_id}")
+    run_until(at, f"Run {run_id} completed")
+    assert not at.exception
+    texts = [m.value for m in at.markdown]
+    assert "**1 problem(s) diagnosed.**" in texts and ":red-badge[**Exploding gradients**: problem]" in texts
+    assert ":red[**clip spikes**] The gradient norm jumped above 10x its median." in texts
+    assert "Clip the gradient norm at 1" in [b.label for b in at.button]

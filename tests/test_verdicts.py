@@ -94,3 +94,35 @@ def test_headlines_name_the_problem_and_count_the_notes():
     summary = verdict(RUNS["lstm-forget-bias-minus-2"][0])
     assert summary.verdict == ("Problem: vanishing gradients (the gradient does not reach the subject and the "
                                "model did not learn).")
+
+
+def test_a_run_that_overflows_at_its_first_forward_pass_is_offered_a_smaller_start_first():
+    """W_hh at 30x an orthogonal matrix overflows before any update: clipping cannot help, a smaller init can."""
+    config = RunConfig(activation="linear", init="orthogonal", init_scale=30.0, clip="none", seq_len=30, steps=5)
+    summary = verdict(config)
+    assert summary.status == "diverged" and summary.first_nonfinite["step"] == 1
+    assert problems(summary)[0] == "nonfinite" and "first forward pass" in summary.diagnoses[0]["message"]
+    assert summary.diagnoses[0]["remedies"][0]["changes"] == {"init": "default", "init_scale": 1.0}
+
+
+def test_without_a_recorded_gradient_through_time_vanishing_is_not_judged():
+    summary = verdict(FAR.replace(record_every=0))  # lesson 3's run, unrecorded: it still stays at chance
+    assert summary.final_metric < 0.6 and problems(summary) == []
+    assert summary.verdict.endswith("vanishing gradients cannot be judged: no gradient through time was recorded "
+                                    "(record_every = 0).")
+
+
+def test_a_run_stopped_early_is_not_called_vanishing_before_it_could_recover():
+    """Lesson 4's LSTM, stopped at step 15: its gradient to the subject is still as small as at initialisation."""
+    import threading
+
+    config = FAR.replace(cell="lstm")
+    stop = threading.Event()
+    summary, data = train(config, stop=stop, on_step=lambda s: s.steps_done >= 15 and stop.set())
+    finish_diagnosis(summary, data, config)
+    assert summary.status == "stopped" and summary.steps_done == 15
+    assert problems(summary) == []
+    decay = next(d for d in summary.diagnoses if d["rule"] == "time_decay")
+    assert decay["severity"] == "note" and "stopped before it could show whether the gradient recovers" in \
+        decay["message"]
+    assert summary.verdict.startswith("No exploding problem; the run was stopped before the model learned")

@@ -10,6 +10,7 @@ import streamlit as st
 from diagnostics import charts
 from diagnostics.chartdata import LabChartData, lab_chart_data
 from diagnostics.config import ConfigError, RunConfig
+from diagnostics.diagnosis import EXPLODING, VANISHING
 from diagnostics.live import LiveRun, RunManager
 from diagnostics.store import RunInfo, Store, StoreError, strict_json
 
@@ -87,7 +88,7 @@ def _nonfinite_banner(data: LabChartData) -> None:
              f"{len(data.events)} non-finite event(s) recorded; red marks on the charts show where.")
 
 
-KIND_COLOURS = {"exploding": "red", "vanishing": "orange"}  # red is also the NaN/Inf colour of every chart
+KIND_COLOURS = {EXPLODING: "red", VANISHING: "orange"}  # red is also the NaN/Inf colour of every chart
 
 
 def _diagnosis_panel(info: RunInfo, on_remedy: Callable[[RunConfig], None]) -> None:
@@ -119,8 +120,11 @@ def _diagnosis_panel(info: RunInfo, on_remedy: Callable[[RunConfig], None]) -> N
                 st.markdown(f":{colour}[**{d['rule'].replace('_', ' ')}**] {d['message']}")
             with st.expander("Evidence"):
                 st.json({d["rule"]: d["evidence"] for d in found})
-            if config is not None:
+            if config is not None and any(d["remedies"] for d in found):
                 _remedy_buttons(info.id, kind, found, config, on_remedy)
+            elif config is not None:
+                st.caption("No remedy left to try here: every change the rules know is set already, or a lesson "
+                           "shows it failing.")
     if notes:
         with st.expander(f"{len(notes)} note{'s' * (len(notes) != 1)}: signals that did no harm to this run"):
             for d in notes:
