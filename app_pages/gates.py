@@ -9,18 +9,11 @@ from diagnostics import inspect_gates as ig
 from diagnostics.config import RunConfig
 from diagnostics.runner import load_trained_model
 from ui.common import store as shared_store
-
-MARKDOWN_SPECIALS = "\\`*_[]<>|~$"
-
-
-def escape(text: str) -> str:
-    """Text shown literally inside Streamlit markdown (tokens such as "_", "|" or "," included)."""
-    return "".join("\\" + ch if ch in MARKDOWN_SPECIALS else ch for ch in text)
-
+from ui.text import literal
 
 def chips(tokens: list[str], highlight: set[int]) -> str:
     """A row of token chips; the highlighted steps (0-based) in orange."""
-    return " ".join(f":{'orange' if i in highlight else 'gray'}-badge[{escape(tok)}]" for i, tok in enumerate(tokens))
+    return " ".join(f":{'orange' if i in highlight else 'gray'}-badge[{literal(tok)}]" for i, tok in enumerate(tokens))
 
 
 def show(chart) -> None:
@@ -36,14 +29,14 @@ store = shared_store()  # the server's one store; a foreign file stops the page 
 runs = ig.checkpointed_runs(store)
 
 if not runs:
-    st.info(f"No run with trained weights in `{store.path}` yet: train one in the Lab first, or from the command "
-            f"line with `{ig.TRAIN_COMMAND}`, then come back to this page.")
+    st.info(f"No run with trained weights in {literal(store.path)} yet: train one in the Lab first, or from the "
+            f"command line with `{ig.TRAIN_COMMAND}`, then come back to this page.")
     st.stop()
 
 labels = {run.id: ig.run_label(run) for run in runs}
 index, note = ig.default_run_index(runs, st.query_params.get("run"))
 if note:
-    st.warning(note)
+    st.warning(literal(note))
 
 
 def remember_run() -> None:
@@ -57,7 +50,7 @@ try:
     loaded = load_trained_model(store, run_id)
     config = RunConfig.from_dict(store.get_run(run_id).config)
 except Exception as e:  # a damaged checkpoint or a config this version cannot read: say so, no traceback
-    st.error(f"Run #{run_id}'s saved weights cannot be loaded: {e}")
+    st.error(f"Run #{run_id}'s saved weights cannot be loaded: {literal(e)}")
     st.stop()
 if loaded is None:
     st.error(f"Run #{run_id} has no saved weights any more (it may have been deleted); pick another run.")
@@ -116,7 +109,7 @@ else:
     st.code(task.decode(probe.inputs[0]), language=None)
     answer = ig.example_answer(task, probe)
     if answer:
-        st.markdown(f"**Model:** {escape(answer)}")
+        st.markdown(f"**Model:** {literal(answer)}")
 
 units = ig.units_to_show(probes, layer)
 if len(units) < config.hidden_size:

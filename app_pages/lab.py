@@ -12,6 +12,7 @@ from diagnostics.live import LiveRun, QueueFull
 from ui.common import (config_controls, run_manager, session_config, session_id, session_link,
                        set_session_config, share_link, store, sync_url)
 from ui.lab_view import render_run
+from ui.text import literal
 
 manager = run_manager()
 config = session_config()
@@ -24,7 +25,7 @@ if not st.session_state.get("lab_problems_shown"):
     st.session_state.lab_problems_shown = True  # once: the controls own the experiment from here on
     shown_problems = link.problems
     for problem in link.problems:
-        st.error(f"{problem[0].upper()}{problem[1:]}.")
+        st.error(literal(f"{problem[0].upper()}{problem[1:]}."))  # it quotes what the link said
     if link.problems and st.query_params.get("autorun") == "1":
         st.info("Because of this, the run does not start by itself: check the settings, then press **Train**.")
 if lesson:
@@ -44,30 +45,44 @@ sync_url(config)
 
 
 def current_run() -> LiveRun | None:
-    """This browser session's own run: another session's run is never shown or stopped from here."""
+    """The live run this browser session watches (its own or one it joined); others are never shown here."""
     run = manager.get(st.session_state.get("live_handle", 0))
-    return run if run is not None and run.owner == session_id() else None
+    return run if run is not None and session_id() in run.viewers else None
 
 
-def start(new_config: RunConfig) -> None:
-    """Start a run (stopping this session's previous one); used by Train, autorun and remedy buttons."""
+def start(new_config: RunConfig, fresh: bool = False) -> None:
+    """Open the experiment `new_config` (leaving the run this session watched): its stored result, the live run
+    another visitor started, or a new run; `fresh` trains a new one. Used by Train, autorun and remedies."""
     previous = current_run()
     if previous is not None and previous.state != "done":
-        manager.stop(previous)
+        manager.leave(previous, session_id())
     if new_config != st.session_state.lab_config:
         set_session_config(new_config)
+    st.session_state.live_handle = 0
     st.session_state.lab_link = dataclasses.replace(session_link(), run_id=None)  # the new run replaces it
     try:
-        st.session_state.live_handle = manager.submit(new_config, owner=session_id()).handle
+        opened = manager.open(new_config, session_id(), address=st.context.ip_address, fresh=fresh)
     except (QueueFull, ConfigError) as e:
         st.session_state.lab_busy = str(e)
+        return
+    if opened.stored_run is not None:
+        st.session_state.lab_link = dataclasses.replace(session_link(), run_id=opened.stored_run)
+        st.session_state.lab_reused = "stored"
+    else:
+        st.session_state.live_handle = opened.live.handle
+        st.session_state.lab_reused = "joined" if opened.joined else None
+
+
+def stop(run: LiveRun) -> None:
+    if not manager.leave(run, session_id()):
+        st.session_state.lab_left = manager.viewer_count(run)
 
 
 if link.autorun and not st.session_state.get("lab_autorun_done"):
     st.session_state.lab_autorun_done = True
     start(config)
 if busy := st.session_state.pop("lab_busy", None):
-    st.warning(busy)
+    st.warning(literal(busy))
 
 live = current_run()
 running = live is not None and live.state != "done"
@@ -75,14 +90,26 @@ oversized = too_big(config)
 left, middle, right = st.columns([1, 1, 4])
 left.button("Train", type="primary", disabled=running or oversized is not None, on_click=start, args=(config,),
             help="Start a run with these settings" if oversized is None else "These settings are too big to train")
-middle.button("Stop", disabled=not running, on_click=lambda: manager.stop(live),
-              help="End the run after its current step")
+middle.button("Stop", disabled=not running, on_click=stop, args=(live,),
+              help="End the run after its current step (a run others are watching keeps training for them)")
 with right.popover("Share this experiment"):
     st.caption("Anyone who opens this link gets the same settings, seed included, and the run starts.")
     st.code(share_link(config), language=None)
 
 if oversized is not None and not any(oversized in problem for problem in shown_problems):
-    st.warning(f"{oversized[0].upper()}{oversized[1:]}.")
+    st.warning(literal(f"{oversized[0].upper()}{oversized[1:]}."))
+if (others := st.session_state.pop("lab_left", None)) is not None:
+    st.info(f"You left the run; {others} other visitor(s) are watching it, so it keeps training for them.")
+reused = st.session_state.get("lab_reused")
+if reused and (live is not None or session_link().run_id is not None):
+    st.caption("This exact experiment, seed included, " + (
+        "was trained already: this is its stored run (runs are deterministic, so training it again gives the "
+        "same numbers)." if reused == "stored" and live is None else
+        "is being trained for another visitor: you are watching the same run." if running else
+        "was trained for another visitor: you watched the same run."))
+    if not running:
+        st.button("Train a fresh run", on_click=start, args=(config, True), disabled=oversized is not None,
+                  help="Train this experiment again as a new run of your own")
 if live is not None:
     render_run(live=live, manager=manager, store=store(), on_remedy=start)
 elif session_link().run_id is not None:

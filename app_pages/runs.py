@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import streamlit as st
 
-from diagnostics.compare import (MAX_COMPARED, QUANTITIES, compare_chart, compare_series, config_differences,
-                                 filter_runs, run_label, runs_frame)
+from diagnostics.compare import (MAX_COMPARED, QUANTITIES, SHOWN_RUNS, SUMMARY_KEYS, compare_chart, compare_series,
+                                 config_differences, filter_runs, run_label, runs_frame)
 from diagnostics.config import CELLS, TASK_NAMES
 from diagnostics.store import StoreError
 from diagnostics.train import STATUSES
-from ui.common import store
+from ui.common import run_manager, session_id, store
+from ui.text import literal
 
 st.title("Runs")
+manager = run_manager()
 runs_store = store()
-runs = runs_store.list_runs()
+runs = runs_store.list_runs(summary_keys=SUMMARY_KEYS, limit=SHOWN_RUNS)
 if not runs:
     st.info("No runs stored yet. Train one in the **Lab**, or from a shell: `python -m diagnostics train`.")
     st.stop()
@@ -23,7 +25,9 @@ cells = left.multiselect("Cell", CELLS)
 tasks = middle.multiselect("Task", TASK_NAMES)
 statuses = right.multiselect("Status", ("running", *STATUSES))
 table = filter_runs(runs_frame(runs), cells, tasks, statuses)
-st.caption(f"{len(table)} of {len(runs)} runs. Status `interrupted` means the training process died; "
+stored = runs_store.count_runs() if len(runs) == SHOWN_RUNS else len(runs)
+newest = f" (the newest {SHOWN_RUNS} of {stored} stored)" if stored > len(runs) else ""
+st.caption(f"{len(table)} of {len(runs)} runs{newest}. Status `interrupted` means the training process died; "
            "everything it wrote is kept.")
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={"final loss": st.column_config.NumberColumn(format="%.4g"),
@@ -42,12 +46,20 @@ if len(picked) == 1:
                        lambda: runs_store.export_zip(run.id), file_name=f"run-{run.id}-csv.zip",
                        mime="application/zip", on_click="ignore")  # built only when clicked
     with st.expander(f"Delete run {run.id}"):
-        sure = st.checkbox(f"Yes, delete run {run.id} and everything recorded for it")
-        if st.button("Delete", disabled=not sure, type="primary"):
+        token = None
+        if not manager.may_delete(run.id, session_id()):
+            st.caption(f"Only the browser session that made run {run.id} can delete it, or this server's operator "
+                       "with their token.")
+            token = st.text_input("Operator token", type="password", key=f"token-{run.id}")
+        allowed = manager.may_delete(run.id, session_id(), token)
+        sure = st.checkbox(f"Yes, delete run {run.id} and everything recorded for it", disabled=not allowed)
+        if st.button("Delete", disabled=not (sure and allowed), type="primary"):
             try:
+                if not manager.may_delete(run.id, session_id(), token):  # checked again when it acts
+                    raise StoreError("this session did not make it, and no valid operator token was given")
                 runs_store.delete(run.id)
             except StoreError as e:
-                st.error(f"Run {run.id} was not deleted: {e}.")
+                st.error(f"Run {run.id} was not deleted: {literal(e)}.")
             else:
                 st.success(f"Deleted run {run.id}.")
                 st.rerun()

@@ -6,7 +6,9 @@ of B, ...), so load from other processes and thermal drift hit both; per-step ti
 Targets judge the wall-clock ratio; the CPU-time ratio (each loop thread's own CPU seconds) is printed beside
 it because on a shared machine it is the steadier of the two. With `--only`, the cases not measured keep their
 results from the existing JSON file (each case says when it was measured), so a long case can be run apart.
-D1 is not a ratio: it scores the diagnosis on a labelled corpus of runs (see `bench.diagnosis`).
+D1 is not a ratio: it scores the diagnosis on a labelled corpus of runs (see `bench.diagnosis`); B1 compares the
+step budget's estimates with measured steps (`bench.budget`); P8 measures a real server with 1, 10 and 30 browser
+viewers of one live run (`bench.viewers`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from . import charts, diagnosis, training, watching
+from . import budget, charts, diagnosis, training, viewers, watching
 from .training import Window
 
 CELLS = ("rnn", "lstm", "gru")  # the vanilla RNN with tanh, the one with a fused kernel and most use
@@ -35,8 +37,12 @@ CASES = {  # key: (what A ÷ B compares, target ratio or MB)
     "P5": ("lab chart data of a stored 100 000-step run ÷ of a 1 000-step run", 3.0),
     "P6": ("resident memory growth (MB) over a 20 000-step run recording every step into the store", 100.0),
     "P7": ("a dashboard run's step while its Lab page draws the charts every second ÷ while nobody watches", 1.15),
+    "P8": ("server CPU per second and time to first chart with 1, 10 and 30 viewers of one live run", None),
     "D1": ("precision and recall of problem diagnoses per kind on a labelled corpus of real runs", 1.0),
+    "B1": ("measured ÷ estimated seconds of a recorded step over the allowed config space", 2.0),
 }
+WHOLE_CASE_RUNS = {"D1": diagnosis.corpus_case, "B1": budget.budget_case, "P8": viewers.viewers_case}
+WHOLE_CASES = {"D1": diagnosis.table, "B1": budget.table, "P8": viewers.table}  # their report tables
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ def table(report: dict) -> str:
     """One line per measurement: A and B (wall-clock ms, or MB for P6), their ratio, the CPU-time ratio."""
     lines = [f"{'case':4}  {'cell':4}  {'T':>6}  {'A':>11}  {'B':>11}  {'ratio':>6}  {'cpu':>6}  {'target':>6}  met"]
     for key in CASES:
-        if key not in report or key == "D1":
+        if key not in report or key in WHOLE_CASES:
             continue
         case = report[key]
         for row in case["results"]:
@@ -114,8 +120,7 @@ def table(report: dict) -> str:
             T = row.get("T", row.get("big_steps", ""))
             lines.append(f"{key:4}  {row.get('cell', ''):4}  {T!s:>6}  {a:>11}  {b:>11}  {ratio:>6}  {cpu:>6}  "
                          f"{case['target']:>6}  {'yes' if row['met'] else 'NO'}")
-    if "D1" in report:
-        lines.append(diagnosis.table(report["D1"]))
+    lines += [render(report[key]) for key, render in WHOLE_CASES.items() if key in report]
     return "\n".join(lines)
 
 
@@ -145,8 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
     run = cases(plan, args.threads)
     for key in only:
         print(f"{key}: {CASES[key][0]}", file=sys.stderr, flush=True)
-        if key == "D1":  # one corpus of runs, not a ratio per cell and length
-            report[key] = diagnosis.corpus_case(args.quick)
+        if key in WHOLE_CASES:  # one corpus, grid or server, not a ratio per cell and length
+            report[key] = WHOLE_CASE_RUNS[key](args.quick)
             continue
         report[key] = judge(key, per_case(plan, run[key]), args.quick)
     report["meta"]["seconds"] = round(time.perf_counter() - started, 1)

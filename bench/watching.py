@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from diagnostics import charts, rundata as rd
 from diagnostics.chartdata import lab_chart_data
+from diagnostics.limits import ServerLimits
 from diagnostics.live import RunManager
 
 from .training import RECORD_EVERY, config_for
@@ -53,7 +54,8 @@ def watching_cost(cell: str, T: int, window_seconds: float, windows: int) -> dic
     spans: dict[bool, list[tuple[int, int]]] = {False: [], True: []}
     polls = 0
     with tempfile.TemporaryDirectory(prefix="gfl-bench-") as tmp:
-        manager = RunManager(Path(tmp) / "runs.sqlite", max_concurrent=1)
+        manager = RunManager(Path(tmp) / "runs.sqlite", ServerLimits(max_runs=1, max_run_minutes=0,
+                                                                      max_run_megabytes=0))
         run = manager.submit(config, owner="bench")
         while run.steps_done < 2 * RECORD_EVERY:  # warm-up: process start, first recorded steps
             manager.touch(run)

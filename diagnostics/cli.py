@@ -11,6 +11,7 @@ import threading
 import time
 
 from .config import ConfigError, RunConfig, allowed_text
+from .runid import parse_run_id
 from .runner import run_into_store, use_torch_threads
 from .store import Store, StoreError, strict_json
 from .summary import RunSummary
@@ -24,6 +25,14 @@ class CliError(Exception):
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _run_id(raw: str) -> int:
+    """argparse's type for a run id: its ValueError message is what the user reads (exit code 2)."""
+    try:
+        return parse_run_id(raw)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,13 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--json", action="store_true", help="print the list as one JSON array")
 
     export = sub.add_parser("export", help="write one run's tables as CSV or Parquet files into a folder")
-    export.add_argument("run_id", type=int, metavar="RUN_ID")
+    export.add_argument("run_id", type=_run_id, metavar="RUN_ID")
     export.add_argument("--format", required=True, help=f"one of {', '.join(EXPORT_FORMATS)}")
     export.add_argument("--out", required=True, help="folder to write into (created if missing)")
     export.add_argument("--db", help=db_help)
 
     delete = sub.add_parser("delete", help="delete one stored run and all its data")
-    delete.add_argument("run_id", type=int, metavar="RUN_ID")
+    delete.add_argument("run_id", type=_run_id, metavar="RUN_ID")
     delete.add_argument("--db", help=db_help)
     return parser
 
@@ -144,7 +153,7 @@ def _num(v) -> str:
 
 
 def cmd_runs(args) -> int:
-    runs = Store(args.db).list_runs()
+    runs = Store(args.db, create=False).list_runs()
     rows = [{"id": r.id, "created": r.created, "status": r.status, "steps_done": r.steps_done,
              "config": _summary_of(r.config)} for r in runs]
     if args.json:
@@ -167,13 +176,13 @@ def _summary_of(config: dict) -> str:
 def cmd_export(args) -> int:
     if args.format not in EXPORT_FORMATS:
         raise CliError(f"--format {args.format!r} is not valid; allowed: {', '.join(EXPORT_FORMATS)}")
-    for path in Store(args.db).export(args.run_id, args.format, args.out):
+    for path in Store(args.db, create=False).export(args.run_id, args.format, args.out):
         print(path)
     return 0
 
 
 def cmd_delete(args) -> int:
-    store = Store(args.db)
+    store = Store(args.db, create=False)
     store.get_run(args.run_id)  # a clear error for an unknown id
     store.delete(args.run_id)
     print(f"deleted run {args.run_id}")

@@ -25,6 +25,15 @@ NONFINITE_POLICIES = ("stop", "skip")
 GROUPS = ("model", "initialisation", "optimisation & clipping", "task", "recording")
 
 
+QUOTED_CHARS = 60  # of a user's value echoed in a message: a 10 000-character link value stays one line
+
+
+def quoted(value: object, limit: int = QUOTED_CHARS) -> str:
+    """`value` as Python shows it (repr), cut to `limit` characters, for messages that echo what a user typed."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 class ConfigError(ValueError):
     """A config value that is not allowed; the message names the field, the value and what is allowed."""
 
@@ -99,8 +108,9 @@ class RunConfig:
         known = field_map()
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ConfigError(f"unknown config field(s) {', '.join(map(repr, unknown))}; "
-                              f"allowed: {', '.join(known)}")
+            named = ", ".join(quoted(k) for k in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5
+                                                                 else "")
+            raise ConfigError(f"unknown config field(s) {named}; allowed: {', '.join(known)}")
         return cls(**{k: parse_value(known[k], v) for k, v in data.items()})
 
     @classmethod
@@ -178,18 +188,18 @@ def parse_value(f: dataclasses.Field, raw: Any) -> Any:
             return int(float(raw)) if isinstance(raw, str) and "e" in raw.lower() else int(raw)
         return float(raw)
     except (ValueError, TypeError, OverflowError):
-        raise ConfigError(f"{f.name}={raw!r} is not valid; allowed: {allowed_text(f)}") from None
+        raise ConfigError(f"{f.name}={quoted(raw)} is not valid; allowed: {allowed_text(f)}") from None
 
 
 def _check(f: dataclasses.Field, value: Any) -> None:
     m = f.metadata
     if m["choices"]:
         if value not in m["choices"]:
-            raise ConfigError(f"{f.name}={value!r} is not valid; allowed: {allowed_text(f)}")
+            raise ConfigError(f"{f.name}={quoted(value)} is not valid; allowed: {allowed_text(f)}")
         return
     expected = int if f.type in ("int", int) else float
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
             (expected is int and not isinstance(value, int)):
-        raise ConfigError(f"{f.name}={value!r} is not valid; allowed: {allowed_text(f)}")
+        raise ConfigError(f"{f.name}={quoted(value)} is not valid; allowed: {allowed_text(f)}")
     if not math.isfinite(value) or not m["lo"] <= value <= m["hi"]:
-        raise ConfigError(f"{f.name}={value!r} is out of range; allowed: {allowed_text(f)}")
+        raise ConfigError(f"{f.name}={quoted(value)} is out of range; allowed: {allowed_text(f)}")

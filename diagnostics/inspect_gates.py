@@ -25,6 +25,7 @@ from torch import Tensor
 from .cells import GATE_NAMES, Trace
 from .config import ConfigError, RunConfig
 from .recorder import SATURATION_SIGMOID, SATURATION_TANH
+from .runid import parse_run_id
 from .store import RunInfo, Store, StoreError
 from .tasks import AddingTask, AgreementTask, CopyTask, Task
 
@@ -76,11 +77,14 @@ def default_run_index(runs: list[RunInfo], requested: str | None) -> tuple[int, 
     """Index of the run named by the `run` query parameter, else 0 (the newest), with a note when it is missing."""
     if requested is None or str(requested).strip() == "":
         return 0, None
-    text = str(requested).strip().lstrip("#")
     ids = [run.id for run in runs]
-    if text.isdigit() and int(text) in ids:
-        return ids.index(int(text)), None
-    return 0, (f"Run {requested!r} from the link has no saved weights in this store (or does not exist); "
+    try:
+        run_id = parse_run_id(requested)
+    except ValueError as e:
+        return 0, f"{str(e)[0].upper()}{str(e)[1:]}; showing the newest run #{ids[0]} instead."
+    if run_id in ids:
+        return ids.index(run_id), None
+    return 0, (f"Run {run_id} from the link has no saved weights in this store (or does not exist); "
                f"showing the newest run #{ids[0]} instead.")
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import rundata as rd
-from .config import RunConfig
+from .config import RunConfig, quoted
 from .gradflow import gradient_reach
 from .model import task_of
 from .rundata import RunData
@@ -317,7 +317,7 @@ def lesson(slug_or_number: str | int) -> Lesson:
         if key in (item.slug, item.number) and not isinstance(key, bool):
             return item
     allowed = ", ".join(f"{item.number} ({item.slug})" for item in LESSONS)
-    raise ValueError(f"unknown lesson {slug_or_number!r}; allowed: {allowed}")
+    raise ValueError(f"unknown lesson {quoted(slug_or_number)}; allowed: {allowed}")
 
 
 def variant_index(lesson: Lesson, raw: str | int | None) -> int:
@@ -326,7 +326,7 @@ def variant_index(lesson: Lesson, raw: str | int | None) -> int:
         return 0
     text = str(raw).strip()
     if not (text.isdigit() and int(text) < len(lesson.variants)):
-        raise ValueError(f"lesson {lesson.number} has no variant {raw!r}; allowed: "
+        raise ValueError(f"lesson {lesson.number} has no variant {quoted(raw)}; allowed: "
                          + ", ".join(f"{k} ({v.label})" for k, v in enumerate(lesson.variants)))
     return int(text)
 

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 from . import budget
 from .config import EXTRA_QUERY_KEYS, ConfigError, RunConfig
 from .lessons import Lesson, lesson as find_lesson, variant_index
+from .runid import parse_run_id
 
 
 @dataclass(frozen=True)
@@ -62,16 +63,15 @@ def parse_link(params: Mapping[str, str], stored_config: Callable[[int], dict]) 
             problems.append(f"{e}; the Lab opens without a lesson")
             chosen, variant = None, 0
     if "run" in params:
-        raw = params["run"]
         try:
-            run_id = int(raw)
-        except ValueError:
-            problems.append(f"run {raw!r} cannot be opened: run must be a stored run's number; no run is shown")
+            run_id = parse_run_id(params["run"])
+        except ValueError as e:
+            problems.append(f"{e}; no run is shown")
         else:
             try:
                 base = RunConfig.from_dict(stored_config(run_id))
             except (LookupError, ConfigError) as e:
-                problems.append(f"run {raw!r} cannot be opened: {e}; no run is shown")
+                problems.append(f"run {run_id} cannot be opened: {e}; no run is shown")
                 run_id = None
     fields = {k: v for k, v in params.items() if k not in EXTRA_QUERY_KEYS}
     config = base

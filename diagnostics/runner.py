@@ -11,7 +11,7 @@ import torch
 
 from . import budget
 from .config import RunConfig
-from .store import Store
+from .store import Store, StoreError
 from .model import RecurrentModel, build
 from .summary import RunSummary
 from .train import train
@@ -19,6 +19,11 @@ from .verdict import finish_diagnosis
 
 
 TORCH_THREADS_ENV = "GFL_TORCH_THREADS"
+
+
+class OwnerGone(Exception):
+    """Raised from `on_step` when whoever started the run is gone: what was recorded is kept, but the run is not
+    finished, so it reads back as "interrupted" rather than "stopped" (nobody stopped it)."""
 
 
 def use_torch_threads() -> int:
@@ -54,9 +59,15 @@ def run_into_store(config: RunConfig, store: Store, stop: threading.Event | None
         summary, _ = train(config, sink=writer, stop=stop, on_step=on_step, run_id=run_id, on_end=keep_weights)
         writer.flush()
         finish_diagnosis(summary, store.load(run_id), config)
+    except OwnerGone:
+        writer.flush()
+        raise
     except BaseException:
         # Keep what was recorded: the run ends as "stopped" with every step written so far.
-        writer.close("stopped", {"error": "training ended by an exception or interrupt"})
+        try:
+            writer.close("stopped", {"error": "training ended by an exception or interrupt"})
+        except StoreError:
+            pass  # the store failed (a full disk): committed steps stay, the run reads back as interrupted
         raise
     writer.close(summary.status, summary.to_dict())
     return summary

@@ -21,8 +21,10 @@ import io
 import json
 import math
 import os
+import shutil
 import socket
 import sqlite3
+import stat
 import tempfile
 import threading
 import time
@@ -33,13 +35,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .config import quoted
+from .runid import MAX_RUN_ID
 from .rundata import EVENT_COLUMNS, GATE_COLUMNS, METRIC_COLUMNS, TIME_GRAD_COLUMNS, RunData, frame
 from .rundata import (GRAD_NORM, GRAD_NORM_POST_CLIP, GRAD_NORM_PRE_CLIP, HIDDEN_SATURATION, LOSS, METRIC, SIGMA_MAX,
                       UPDATE_RATIO, WEIGHT_MAX_ABS, WEIGHT_NORM)
 
 DEFAULT_DB_ENV = "GFL_DB"
-SCHEMA_VERSION = 2  # 2: the chart-read indexes (a version-1 store is upgraded when opened)
-UPGRADABLE_FROM = (1,)
+# 2: the chart-read indexes; 3: runs found by their config (older stores are upgraded when opened)
+SCHEMA_VERSION = 3
+UPGRADABLE_FROM = (1, 2)
 MAX_IDLE_CONNECTIONS = 4  # kept open between uses; Streamlit runs each page redraw in a new thread
 APP = "gradient-flow-lab"
 STALE_SECONDS = 120  # a heartbeat this old means the writer on another host is gone
@@ -48,7 +53,6 @@ BUSY_SECONDS = 30.0  # how long a connection waits for another process's write t
 FINAL_STATUSES = ("completed", "diverged", "stopped")
 EXPORT_FORMATS = ("csv", "parquet")
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _TABLES = {"metrics": METRIC_COLUMNS, "time_grads": TIME_GRAD_COLUMNS, "gates": GATE_COLUMNS, "events": EVENT_COLUMNS}
 _RUN_COLUMNS = "id, created, config, status, steps_done, summary, pid, host, heartbeat"
 _RUN_REF = "run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE"
@@ -152,39 +156,74 @@ def _run_info(row: tuple) -> RunInfo:
     return RunInfo(run_id, created, json.loads(config), status, steps_done, json.loads(summary))
 
 
-def _validate(path: Path) -> int:
-    """Refuse, without writing a byte, any existing file that is not a store this code can read; return its
-    schema version (SCHEMA_VERSION, or one of UPGRADABLE_FROM)."""
-    hint = "pass another --db path"
-    try:
-        with path.open("rb") as f:
-            head = f.read(len(_SQLITE_MAGIC))
-    except OSError as e:
-        raise StoreError(f"cannot read {path}: {e.strerror}; {hint}") from e
-    if head != _SQLITE_MAGIC:
-        raise StoreError(f"{path} is not a Gradient Flow Lab store (not an SQLite database); {hint}")
-    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_SECONDS)
+def _read_meta(path: Path, mode: str) -> tuple[set[str], dict]:
+    """Table names and meta rows of the database at `path`, read by SQLite alone (never Python's open(): closing
+    any descriptor of a file drops every POSIX lock this process holds on it, including SQLite's own, which let
+    another process delete the WAL under a live writer). `immutable=1` takes no locks and creates no -wal, -shm
+    or -journal beside a file that may not be ours; it cannot see a WAL not yet checkpointed, which `mode=ro` can."""
+    conn = sqlite3.connect(f"{path.as_uri()}?{mode}", uri=True, timeout=BUSY_SECONDS)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "meta" not in tables:
-            raise StoreError(f"{path} is not a Gradient Flow Lab store (no 'meta' table); {hint}")
-        meta = dict(conn.execute("SELECT key, value FROM meta"))
-    except sqlite3.DatabaseError as e:
-        raise StoreError(f"{path} is not a Gradient Flow Lab store ({e}); {hint}") from e
+        meta = dict(conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
     finally:
         conn.close()
+    return tables, meta
+
+
+def _validate(path: Path) -> int:
+    """Refuse, without writing a byte or creating a file beside it, any existing file that is not a store this
+    code can read; return its schema version (SCHEMA_VERSION, or one of UPGRADABLE_FROM)."""
+    hint = "pass another --db path"
+    try:
+        try:
+            tables, meta = _read_meta(path, "immutable=1")
+        except sqlite3.DatabaseError:
+            tables, meta = set(), {}
+        if "meta" not in tables and Path(f"{path}-wal").exists():  # a store whose schema is still in its WAL
+            tables, meta = _read_meta(path, "mode=ro")
+        elif not tables:
+            tables, meta = _read_meta(path, "immutable=1")  # raises the reason it is not a database
+    except sqlite3.DatabaseError as e:
+        reason = "not an SQLite database" if str(e) == "file is not a database" else str(e)
+        raise StoreError(f"{path} is not a Gradient Flow Lab store ({reason}); {hint}") from e
+    if "meta" not in tables:
+        raise StoreError(f"{path} is not a Gradient Flow Lab store (no 'meta' table); {hint}")
     if meta.get("app") != APP:
-        raise StoreError(f"{path} is not a Gradient Flow Lab store (meta app is {meta.get('app')!r}); {hint}")
+        raise StoreError(f"{path} is not a Gradient Flow Lab store (meta app is {quoted(meta.get('app'))}); {hint}")
     readable = {str(v) for v in (SCHEMA_VERSION, *UPGRADABLE_FROM)}
     if meta.get("schema_version") not in readable:
         raise StoreError(
-            f"{path} has store schema version {meta.get('schema_version')} but this code reads version "
+            f"{path} has store schema version {str(meta.get('schema_version'))[:40]} but this code reads version "
             f"{SCHEMA_VERSION}; use the matching Gradient Flow Lab version or {hint}"
         )
     missing = sorted({"runs", "checkpoints", *_TABLES} - tables)
     if missing:
         raise StoreError(f"{path} is a damaged Gradient Flow Lab store (missing tables {missing}); {hint}")
     return int(meta["schema_version"])
+
+
+def _existing_size(path: Path) -> int | None:
+    """Size of the regular file at `path`, None if nothing is there; anything else (a device such as /dev/null,
+    a folder, a pipe) is refused before SQLite can create a -journal beside it."""
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):  # the latter: a parent is a file, which mkdir reports
+        return None
+    except OSError as e:
+        raise StoreError(f"cannot use {path} as a store: {e.strerror}; pass another --db path") from e
+    if not stat.S_ISREG(info.st_mode):
+        raise StoreError(f"{path} is not a regular file, so it cannot hold a store; pass another --db path")
+    return info.st_size
+
+
+def _store_error(failure: str, e: sqlite3.Error) -> StoreError:
+    """One line that says what failed and, for the errors a user can fix, how."""
+    text = str(e)
+    if "full" in text:
+        text += "; free some space (deleting old runs helps: `python -m diagnostics delete RUN_ID`)"
+    elif "readonly" in text or "read-only" in text:
+        text += "; the store's file or folder is not writable by this user"
+    return StoreError(f"{failure}: {text}")
 
 
 # --- chart reads ----------------------------------------------------------------------------------------
@@ -213,9 +252,17 @@ _CHART_INDEXES = {
                   f"(run_id, name, layer, tensor, step / {CHART_BLOCK}, value, step) WHERE {_CHART_ROWS}",
     "metrics_nonfinite": f"CREATE INDEX IF NOT EXISTS metrics_nonfinite ON metrics (run_id, step) WHERE {_NONFINITE}",
 }
-_CREATE_STORE = _SCHEMA.replace("COMMIT;", "".join(f"{sql};\n" for sql in _CHART_INDEXES.values()) + "COMMIT;")
-_UPGRADE_FROM_1 = ("BEGIN IMMEDIATE;\n" + "".join(f"{sql};\n" for sql in _CHART_INDEXES.values())
-                   + f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';\nCOMMIT;")
+# A finished run of the very config a visitor asks for is shown instead of training it again (runs are seeded).
+_CONFIG_INDEX = "CREATE INDEX IF NOT EXISTS runs_config ON runs (config, status)"
+_INDEXES_SINCE = {2: list(_CHART_INDEXES.values()), 3: [_CONFIG_INDEX]}  # schema version -> indexes it added
+_CREATE_STORE = _SCHEMA.replace("COMMIT;", "".join(f"{sql};\n" for added in _INDEXES_SINCE.values()
+                                                   for sql in added) + "COMMIT;")
+_UPGRADES = {
+    old: "BEGIN IMMEDIATE;\n" + "".join(f"{sql};\n" for version, added in _INDEXES_SINCE.items() if version > old
+                                        for sql in added)
+    + f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';\nCOMMIT;"
+    for old in UPGRADABLE_FROM
+}
 _METRIC_ROW = "step, name, layer, tensor, value"
 _WHOLE_METRICS = (f"SELECT {_METRIC_ROW} FROM metrics INDEXED BY metrics_run_step WHERE run_id = ? AND {_CHART_ROWS} "
                   "ORDER BY step, rowid")
@@ -348,19 +395,43 @@ def _chart_gates(conn: sqlite3.Connection, run_id: int) -> list[tuple]:
     return conn.execute(_CHART_GATES, params).fetchall()
 
 
+def _export_folder(out: Path) -> list[Path]:
+    """Make the export folder `out` if missing and return the folders made; refuse a path that is not one."""
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"cannot export into {out}: it exists and is not a folder; pass a folder path to --out")
+    missing = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot export into {out}: cannot make the folder ({e.strerror}); "
+                         "pass a folder you can write to --out") from e
+    return missing
+
+
 class Store:
     """All runs in one SQLite file. Each transaction borrows a connection from a small pool, so threads and
     processes can share the file and short-lived threads (one per page redraw) leave no connection behind."""
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    def __init__(self, path: str | os.PathLike | None = None, create: bool = True):
+        """Open the store at `path` (default: $GFL_DB or runs/runs.sqlite). With `create` (for commands that
+        write runs) a missing or empty file becomes a new store; without it (for commands that only read or
+        delete) that is refused and nothing is made. A file that is not a store is refused and left untouched."""
         self.path = Path(default_db_path() if path is None else path).expanduser().absolute()
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        if self.path.exists() and self.path.stat().st_size > 0:
-            if _validate(self.path) == 1:
-                self._script(_UPGRADE_FROM_1, "cannot upgrade the store")
+        size = _existing_size(self.path)
+        if size:
+            if (version := _validate(self.path)) in _UPGRADES:
+                self._script(_UPGRADES[version], "cannot upgrade the store")
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not create:
+            raise StoreError(f"no run store at {self.path}; `python -m diagnostics train` makes one there "
+                             "(or pass --db with the path of an existing store)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create a store at {self.path}: cannot make its folder "
+                             f"({e.strerror}); pass another --db path") from e
         # IF NOT EXISTS throughout: another process may be creating it too
         self._script("PRAGMA journal_mode = WAL;\n" + _CREATE_STORE, "cannot create a store")
 
@@ -369,7 +440,7 @@ class Store:
             with self._connection() as conn:
                 conn.executescript(script)
         except sqlite3.Error as e:
-            raise StoreError(f"{failure} at {self.path}: {e}") from e
+            raise _store_error(f"{failure} at {self.path}", e) from e
 
     def __enter__(self) -> Store:
         return self
@@ -397,17 +468,27 @@ class Store:
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
-        """All-or-nothing writes (BEGIN IMMEDIATE) or one consistent snapshot for reads (BEGIN)."""
-        with self._connection() as conn:
-            conn.execute(begin)
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        """All-or-nothing writes (BEGIN IMMEDIATE) or one consistent snapshot for reads (BEGIN). SQLite's own
+        errors (a full disk, a read-only file, a lock held too long) come out as one-line StoreErrors."""
+        try:
+            with self._connection() as conn:
+                conn.execute(begin)
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:  # SQLite may have rolled back by itself (a full disk does)
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+        except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise  # a bug in the caller's rows, not something the user can fix
+        except sqlite3.Error as e:
+            raise _store_error(f"the store at {self.path} failed", e) from e
 
     def _row(self, conn: sqlite3.Connection, run_id: int) -> tuple:
+        if isinstance(run_id, bool) or not isinstance(run_id, int) or not 1 <= run_id <= MAX_RUN_ID:
+            raise StoreError(f"no run {quoted(run_id)} in {self.path}: run ids are whole numbers from 1 to "
+                             f"{MAX_RUN_ID}; `python -m diagnostics runs` lists them")
         row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise StoreError(f"no run {run_id} in {self.path}; `python -m diagnostics runs` lists them")
@@ -463,11 +544,33 @@ class Store:
         with self._transaction("BEGIN") as conn:
             return _run_info(self._row(conn, run_id))
 
-    def list_runs(self) -> list[RunInfo]:
-        """Every run, newest first, as the CLI and the run picker show them."""
+    def list_runs(self, summary_keys: tuple[str, ...] | None = None, limit: int | None = None) -> list[RunInfo]:
+        """Every run (or the newest `limit`), newest first, as the CLI and the run picker show them. With
+        `summary_keys` each summary holds only those keys, read inside SQLite: a page listing 20 000 runs then
+        parses a few numbers per run instead of every run's whole summary."""
+        summary = "summary"
+        if summary_keys is not None:
+            if not all(key.isidentifier() for key in summary_keys):
+                raise StoreError(f"summary keys must be plain names, got {summary_keys!r}")
+            summary = "json_object({})".format(", ".join(f"'{k}', json_extract(summary, '$.{k}')"
+                                                         for k in summary_keys) or "")
+        columns = _RUN_COLUMNS.replace("summary", summary)
         with self._transaction("BEGIN") as conn:
-            rows = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC").fetchall()
+            rows = conn.execute(f"SELECT {columns} FROM runs ORDER BY id DESC LIMIT ?",
+                                (-1 if limit is None else limit,)).fetchall()
         return [_run_info(row) for row in rows]
+
+    def count_runs(self) -> int:
+        with self._transaction("BEGIN") as conn:
+            return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    def find_finished(self, config: dict) -> int | None:
+        """The newest run of exactly this config that ended on its own ("completed" or "diverged"), if any: runs
+        are seeded, so training it again would give the same numbers."""
+        with self._transaction("BEGIN") as conn:
+            row = conn.execute("SELECT MAX(id) FROM runs INDEXED BY runs_config WHERE config = ? "
+                               "AND status IN ('completed', 'diverged')", (strict_json(config),)).fetchone()
+        return row[0]
 
     def load(self, run_id: int, since_step: int = 0) -> RunData:
         """A run's tables from one consistent snapshot; `since_step` lets a live view fetch only new steps."""
@@ -528,24 +631,36 @@ class Store:
             conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
 
     def export(self, run_id: int, fmt: str, out: str | os.PathLike) -> list[Path]:
-        """Write a run as one file per table plus run.json into directory `out`, for tools outside this project."""
+        """Write a run as one file per table plus run.json into directory `out`, for tools outside this project.
+
+        All or nothing: the files are written under temporary names and renamed once every one is complete, so a
+        full disk or an unwritable folder leaves no partial export (and a folder made for it is removed)."""
         if fmt not in EXPORT_FORMATS:
-            raise StoreError(f"unknown export format {fmt!r}; use one of: {', '.join(EXPORT_FORMATS)}")
+            raise StoreError(f"unknown export format {quoted(fmt)}; use one of: {', '.join(EXPORT_FORMATS)}")
         info, data = self.get_run(run_id), self.load(run_id)
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for table in _TABLES:
-            path = out / f"{table}.{fmt}"
-            df = getattr(data, table)
-            if fmt == "csv":
-                df.to_csv(path, index=False)
-            else:
-                df.to_parquet(path, index=False)
-            paths.append(path)
-        run_json = out / "run.json"
-        run_json.write_text(strict_json(dataclasses.asdict(info)) + "\n")
-        return [*paths, run_json]
+        out = Path(out).expanduser().absolute()
+        made = _export_folder(out)
+        names = [f"{table}.{fmt}" for table in _TABLES] + ["run.json"]
+        staged: list[Path] = []
+        try:
+            for name in names:
+                part = out / f".{name}.part-{os.getpid()}"
+                staged.append(part)
+                if name == "run.json":
+                    part.write_text(strict_json(dataclasses.asdict(info)) + "\n")
+                elif fmt == "csv":
+                    getattr(data, name.split(".")[0]).to_csv(part, index=False)
+                else:
+                    getattr(data, name.split(".")[0]).to_parquet(part, index=False)
+            for part, name in zip(staged, names):
+                part.replace(out / name)
+        except OSError as e:
+            for part in staged:
+                part.unlink(missing_ok=True)
+            if made:
+                shutil.rmtree(made[-1], ignore_errors=True)
+            raise StoreError(f"cannot export run {run_id} into {out}: {e.strerror or e}; nothing was written") from e
+        return [out / name for name in names]
 
     def export_zip(self, run_id: int, fmt: str = "csv") -> bytes:
         """`export` as one ZIP archive (run-N/metrics.csv, …, run-N/run.json), for a browser download."""

@@ -139,3 +139,19 @@ def test_runs_and_gates_pages_show_the_stored_runs(app):
     expect(page.get_by_role("heading", name="Gates", exact=True)).to_be_visible()
     expect(page.get_by_text("Which units carry number")).to_be_visible()
     snapshot(page, "gates")
+
+
+def test_a_hostile_link_shows_its_text_and_no_image_or_link(app):
+    url, browser, _ = app
+    page = new_page(browser)
+    evil = "http://127.0.0.1:9/evil.png"  # port 9 (discard): nothing there even if a browser tried
+    page.goto(f"{url}/lab?cell=![x]({evil})&lesson=[click me](http://127.0.0.1:9/)&autorun=1")
+    # the text as typed (a word joiner, invisible, after "http:" keeps it from being autolinked)
+    expect(page.get_by_text(re.compile("Unknown lesson '\\[click me\\]\\(http:\u2060//127\\.0\\.0\\.1:9/\\)'"))
+           ).to_be_visible()
+    expect(page.get_by_text(re.compile("cell='!\\[x\\]\\(http:\u2060//127\\.0\\.0\\.1:9/evil\\.png\\)' is not "
+                                       "valid"))).to_be_visible()
+    main = page.get_by_test_id("stMainBlockContainer")
+    expect(main.locator("img[src*='evil']")).to_have_count(0)
+    expect(main.locator("a[href*='127.0.0.1:9']")).to_have_count(0)
+    snapshot(page, "lab-hostile-link")

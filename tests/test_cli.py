@@ -13,6 +13,7 @@ import pytest
 
 from diagnostics.gradflow import time_gradient_fit
 from diagnostics.store import Store
+from tests.filesystems import mounted_tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--hidden-size", "8", "--batch-size", "8", "--seq-len", "5"]
@@ -112,10 +113,14 @@ def test_runs_export_and_delete(tmp_path):
     (["train", "--steps", "0"], "steps=0 is out of range; allowed: an integer from 1 to 100000"),
     (["train", "--lr", "fast"], "lr='fast' is not valid"),
     (["export", "1", "--format", "xlsx", "--out", "x"], "allowed: csv, parquet"),
-    (["delete", "99"], "no run 99"),
+    (["delete", "99"], "no run store at "),
+    (["delete", "99999999999999999999"], "run '99999999999999999999' is not a run id: run ids are whole numbers"),
+    (["export", "²", "--format", "csv", "--out", "x"], "run '²' is not a run id"),
+    (["export", "9" * 10_000, "--format", "csv", "--out", "x"], "run '" + "9" * 58 + "… is not a run id"),
     (["train", "--cell", "lstm", "--hidden-size", "512", "--batch-size", "1024", "--seq-len", "1000"],
      "This run is too big for one training step on this server"),
-], ids=["bad-cell", "zero-steps", "bad-lr", "bad-format", "unknown-run", "too-big"])
+], ids=["bad-cell", "zero-steps", "bad-lr", "bad-format", "no-store", "run-past-int64", "run-superscript",
+        "run-10000-digits", "too-big"])
 def test_bad_input_gets_a_message_not_a_traceback(tmp_path, args, message):
     result = cli(*args, db=tmp_path / "runs.sqlite", check=False)
     assert result.returncode == 2
@@ -154,3 +159,56 @@ def test_killed_training_process_reads_back_as_interrupted(tmp_path):
     losses = store.load(run.id).series("loss")
     assert len(losses) == run.steps_done >= 100
     assert list(losses.index) == list(range(1, run.steps_done + 1))
+
+
+@pytest.mark.parametrize("args", [["runs"], ["runs", "--json"], ["delete", "3"],
+                                  ["export", "3", "--format", "csv", "--out", "out"]],
+                         ids=["runs", "runs-json", "delete", "export"])
+def test_reading_commands_make_no_store(tmp_path, args):
+    db = tmp_path / "sub" / "runs.sqlite"
+    result = cli(*args, db=db, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (f"error: no run store at {db}; `python -m diagnostics train` makes one there "
+                             "(or pass --db with the path of an existing store)\n")
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_unknown_run_in_a_store_is_named(tmp_path):
+    db = tmp_path / "runs.sqlite"
+    Store(db).close()
+    result = cli("delete", "99", db=db, check=False)
+    assert (result.returncode, result.stderr) == (2, f"error: no run 99 in {db}; `python -m diagnostics runs` lists "
+                                                     "them\n")
+
+
+@pytest.mark.parametrize("db", ["/dev/null", "/etc/passwd/x/runs.sqlite"], ids=["dev-null", "under-a-file"])
+def test_a_db_that_cannot_be_a_store_is_one_line(db):
+    before = sorted(os.listdir("/dev")), sorted(os.listdir("/etc"))
+    result = cli("train", *FAST, "--steps", "2", "--quiet", db=db, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("error: ") and db in result.stderr
+    assert (sorted(os.listdir("/dev")), sorted(os.listdir("/etc"))) == before
+
+
+def test_export_onto_an_existing_file_is_refused_and_the_file_kept(tmp_path):
+    db = tmp_path / "runs.sqlite"
+    run = strict(cli("train", *FAST, "--steps", "2", "--json", "--quiet", db=db).stdout.splitlines()[-1])
+    target = tmp_path / "report.csv"
+    target.write_text("keep me")
+    result = cli("export", str(run["run_id"]), "--format", "csv", "--out", str(target), db=db, check=False)
+    assert (result.returncode, result.stderr) == (
+        2, f"error: cannot export into {target}: it exists and is not a folder; pass a folder path to --out\n")
+    assert target.read_text() == "keep me"
+
+
+def test_a_full_disk_during_train_is_one_line_and_the_steps_written_stay(tmp_path):
+    with mounted_tmpfs(tmp_path / "small", "600k") as where:
+        db = where / "runs.sqlite"
+        result = cli("train", *FAST, "--steps", "5000", "--record-every", "1", "--quiet", db=db, check=False)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.startswith(f"error: the store at {db} failed: database or disk is full; free some space")
+        with Store(db, create=False) as store:
+            [run] = store.list_runs()
+            assert run.status == "interrupted" and 0 < run.steps_done < 5000
+            loss = store.load(run.id).metrics.query("name == 'loss'")
+            assert loss["step"].tolist() == list(range(1, run.steps_done + 1))

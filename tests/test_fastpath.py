@@ -103,7 +103,7 @@ def test_a_nonfinite_fused_step_is_replayed_to_find_the_hidden_state():
 def test_bench_quick_writes_every_case(tmp_path):
     out = tmp_path / "results.json"
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     assert {f"P{i}" for i in range(1, 8)} <= set(report)
@@ -120,3 +120,10 @@ def test_bench_quick_writes_every_case(tmp_path):
     assert {kind: (s["precision"], s["recall"]) for kind, s in d1["score"].items()} == {
         "exploding": (1.0, 1.0), "vanishing": (1.0, 1.0)}
     assert "D1 exploding  precision 1.00  recall 1.00" in done.stdout
+    b1 = report["B1"]  # the step budget against measured steps: positive ratios, the worst of them named
+    assert b1["results"] and all(r["ratio"] > 0 and r["bytes_ratio"] > 0 for r in b1["results"])
+    assert b1["worst_time_ratio"] == pytest.approx(max(max(r["ratio"], 1 / r["ratio"]) for r in b1["results"]),
+                                                   abs=0.01)
+    [p8] = report["P8"]["results"]  # two browser viewers of one live run on a real server
+    assert p8["viewers"] == 2 and 0 < p8["first_chart_median_s"] <= p8["first_chart_max_s"]
+    assert p8["server_cpu_per_s"] > 0 and "P8: server CPU" in done.stdout

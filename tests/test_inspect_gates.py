@@ -212,7 +212,8 @@ def test_checkpointed_runs_and_their_labels(tmp_path):
 
 
 @pytest.mark.parametrize("requested, index, warns", [
-    (None, 0, False), ("", 0, False), ("2", 1, False), ("#1", 2, False), ("7", 0, True), ("abc", 0, True)])
+    (None, 0, False), ("", 0, False), ("2", 1, False), ("#1", 2, False), ("7", 0, True), ("abc", 0, True),
+    ("²", 0, True), ("9" * 10_000, 0, True)])
 def test_default_run_index(tmp_path, requested, index, warns):
     store = Store(tmp_path / "runs.sqlite")
     for _ in range(3):
@@ -220,8 +221,9 @@ def test_default_run_index(tmp_path, requested, index, warns):
     runs = store.list_runs()  # ids 3, 2, 1
     got, note = ig.default_run_index(runs, requested)
     assert got == index and (note is not None) == warns
-    if warns:
-        assert repr(requested) in note and "#3" in note
+    if warns:  # it names what the link asked for (cut short when long) and what it shows instead
+        assert (requested if requested == "7" else repr(requested)[:20]) in note and "#3" in note
+        assert len(note) < 250
 
 
 def titles(spec: dict) -> None:

@@ -55,9 +55,16 @@ def test_fields_override_the_lesson_and_the_stored_run():
     ("lesson=0&autorun=1", "unknown lesson '0'; allowed: 1 (exploding-nan)", RunConfig()),
     ("lesson=7&variant=x&autorun=1", "lesson 7 has no variant 'x'; allowed: 0 (sigmoid), 1 (tanh), 2 (ReLU)",
      RunConfig()),
-    ("run=abc", "run 'abc' cannot be opened: run must be a stored run's number", RunConfig()),
-    ("run=8&cell=gru", "run '8' cannot be opened: no run 8 is stored", RunConfig(cell="gru")),
-], ids=["bad-field", "bad-lesson", "bad-variant", "run-not-a-number", "run-not-stored"])
+    ("run=abc", "run 'abc' is not a run id: run ids are whole numbers from 1 to 9223372036854775807", RunConfig()),
+    ("run=8&cell=gru", "run 8 cannot be opened: no run 8 is stored", RunConfig(cell="gru")),
+    ("run=99999999999999999999", "run '99999999999999999999' is not a run id", RunConfig()),  # past SQLite's int64
+    ("run=%C2%B2".replace("%C2%B2", "²"), "run '²' is not a run id", RunConfig()),  # a digit to str.isdigit()
+    ("run=" + "9" * 10_000, "run '" + "9" * 58 + "… is not a run id", RunConfig()),  # quoted, 60 characters
+    ("run=0", "run '0' is not a run id", RunConfig()),
+    ("lesson=" + "x" * 500, "unknown lesson '" + "x" * 58 + "…; allowed: 1", RunConfig()),
+    ("cell=" + "y" * 500, "the link's settings could not be used (cell='" + "y" * 58 + "… is not valid", RunConfig()),
+], ids=["bad-field", "bad-lesson", "bad-variant", "run-not-a-number", "run-not-stored", "run-past-int64",
+        "run-superscript-two", "run-10000-digits", "run-zero", "long-lesson", "long-field-value"])
 def test_a_bad_part_is_named_and_nothing_starts(query, problem, config):
     link = read(query)
     assert len(link.problems) == 1 and link.problems[0].startswith(problem), link.problems
@@ -69,6 +76,6 @@ def test_a_link_too_big_to_train_keeps_its_settings_but_does_not_start():
     assert link.config == RunConfig(cell="lstm", hidden_size=512, batch_size=1024, seq_len=1000)
     assert not link.autorun and len(link.problems) == 1
     assert link.problems[0].startswith("the link's settings are shown, but this run is too big for one training step")
-    assert link.problems[0].endswith("batch_size 50 fits)")
-    assert read("cell=lstm&hidden_size=512&batch_size=50&seq_len=1000&autorun=1").autorun
-    assert not read("cell=lstm&hidden_size=512&batch_size=51&seq_len=1000&autorun=1").autorun
+    assert link.problems[0].endswith("batch_size 64 fits)")
+    assert read("cell=lstm&hidden_size=512&batch_size=64&seq_len=1000&autorun=1").autorun
+    assert not read("cell=lstm&hidden_size=512&batch_size=65&seq_len=1000&autorun=1").autorun

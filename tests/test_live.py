@@ -1,29 +1,35 @@
-"""RunManager: background runs, the server-wide cap with its queue, and Stop."""
+"""RunManager: background runs, the server-wide cap with its fair queue, shared runs, and Stop."""
 
+import dataclasses
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from diagnostics.config import ConfigError, RunConfig
-from diagnostics.live import MAX_WAITING, QueueFull, RunManager, max_runs_from_env
+from diagnostics.limits import ServerLimits
+from diagnostics.live import LiveRun, QueueFull, RunManager, _progress
+from diagnostics.store import Store
+from tests.waiting import wait_for
 
 SMALL = RunConfig(hidden_size=8, batch_size=8, seq_len=5, steps=5, record_every=1)
 LONG = SMALL.replace(steps=100_000)
+# The public caps off (0), bar the ones a test names: these tests are about the queue, not about fair shares.
+UNLIMITED = ServerLimits(max_runs=1, training_per_address=0, live_per_address=0, max_run_minutes=0,
+                         max_run_megabytes=0)
+MAX_WAITING = UNLIMITED.max_waiting
 
 
-def wait_for(predicate, seconds=60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    pytest.fail("condition not reached in time")
+def make(tmp_path, **limits) -> RunManager:
+    return RunManager(tmp_path / "runs.sqlite", limits=dataclasses.replace(UNLIMITED, **limits))
 
 
 def test_a_run_trains_into_the_store_in_the_background(tmp_path):
-    manager = RunManager(tmp_path / "runs.sqlite", max_concurrent=1)
+    manager = make(tmp_path, max_runs=1)
     run = manager.submit(SMALL, owner="tab-1")
     wait_for(lambda: run.state == "done")
     assert run.error is None and run.summary.status == "completed" and run.steps_done == 5
@@ -33,7 +39,7 @@ def test_a_run_trains_into_the_store_in_the_background(tmp_path):
 
 
 def test_cap_queues_later_runs_in_order_and_stop_frees_the_slot(tmp_path):
-    manager = RunManager(tmp_path / "runs.sqlite", max_concurrent=1)
+    manager = make(tmp_path, max_runs=1)
     first = manager.submit(LONG, owner="a")
     wait_for(lambda: first.state == "running" and first.steps_done > 0)
     second = manager.submit(SMALL, owner="b")
@@ -56,36 +62,96 @@ def test_cap_queues_later_runs_in_order_and_stop_frees_the_slot(tmp_path):
 
 
 def test_stopping_a_queued_run_means_it_never_starts(tmp_path):
-    manager = RunManager(tmp_path / "runs.sqlite", max_concurrent=1)
+    manager = make(tmp_path, max_runs=1)
     first = manager.submit(LONG, owner="a")
     wait_for(lambda: first.state == "running")
     queued = manager.submit(SMALL, owner="b")
     manager.stop(queued)
     manager.stop(first)
     wait_for(lambda: queued.state == "done")
+    wait_for(lambda: first.state == "done")
+    assert first.error is None, first.error
     assert queued.run_id is None and [r.id for r in manager.store.list_runs()] == [first.run_id]
 
 
-@pytest.mark.parametrize("raw,expected", [("", 2), ("3", 3), ("0", 2), ("many", 2)],
-                         ids=["unset", "three", "zero", "text"])
-def test_cap_comes_from_the_environment(monkeypatch, raw, expected):
-    monkeypatch.setenv("GFL_MAX_RUNS", raw)
-    assert max_runs_from_env() == expected
+def test_the_cap_and_the_limits_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("GFL_MAX_RUNS", "3")
+    monkeypatch.setenv("GFL_TRAINING_PER_ADDRESS", "0")
+    manager = RunManager(tmp_path / "runs.sqlite")
+    assert manager.max_concurrent == 3 and manager.limits.training_per_address == 0
+    assert manager.limits.lifted("training_per_address") and not manager.limits.lifted("live_per_address")
 
 
-def test_shutdown_stops_every_run_and_keeps_its_steps(tmp_path):
-    manager = RunManager(tmp_path / "runs.sqlite", max_concurrent=2)
+def test_shutting_the_server_down_leaves_its_runs_interrupted_with_their_steps(tmp_path):
+    """Nobody stopped them: their server went away, so they read back as interrupted, not stopped."""
+    manager = make(tmp_path, max_runs=2)
     runs = [manager.submit(LONG, owner="a"), manager.submit(LONG.replace(seed=1), owner="b")]
     wait_for(lambda: all(r.steps_done > 0 for r in runs))
     manager.shutdown()
     for run in runs:
-        assert run.state == "done" and run.summary.status == "stopped"
+        assert run.state == "done" and run.summary is None and run.error is None
         stored = manager.store.get_run(run.run_id)
-        assert stored.status == "stopped" and stored.steps_done == run.summary.steps_done
+        assert stored.status == "interrupted" and stored.steps_done > 0
+        assert manager.store.load(run.run_id).series("loss").index.max() == stored.steps_done
+
+
+def test_a_killed_server_leaves_its_runs_interrupted(tmp_path):
+    """kill -9 of the dashboard: each run's process notices its server is gone, keeps what it recorded, and does
+    not finish the run as "stopped"."""
+    db = tmp_path / "runs.sqlite"
+    script = (f"import sys, time\nfrom diagnostics.config import RunConfig\nfrom diagnostics.live import RunManager\n"
+              f"from diagnostics.limits import ServerLimits\n"
+              f"if __name__ == '__main__':\n"
+              f"    m = RunManager({str(db)!r}, ServerLimits(max_runs=1, max_run_minutes=0, max_run_megabytes=0))\n"
+              f"    r = m.submit(RunConfig.from_json({LONG.to_json()!r}), owner='a')\n"
+              f"    while r.steps_done < 20: m.touch(r); time.sleep(0.05)\n"
+              f"    print(r.run_id, flush=True)\n"
+              f"    time.sleep(600)\n")
+    server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    run_id = int(server.stdout.readline())
+    server.kill()
+    server.wait()
+    store = Store(db)
+    wait_for(lambda: store.get_run(run_id).status != "running")
+    stored = store.get_run(run_id)
+    assert stored.status == "interrupted" and stored.steps_done >= 20
+
+
+def test_a_queued_run_stopped_as_its_turn_comes_never_starts(tmp_path):
+    manager = make(tmp_path, max_runs=1)
+    first = manager.submit(LONG, owner="a")
+    wait_for(lambda: first.steps_done > 0)
+    second = manager.submit(SMALL, owner="b")
+    with manager._turn:  # its stop lands without waking it: it wakes only when the first run frees the slot
+        second.stop_event.set()
+    manager.stop(first)
+    wait_for(lambda: second.state == "done")
+    assert second.run_id is None and [r.id for r in manager.store.list_runs()] == [first.run_id]
+
+
+def test_a_process_killed_before_it_registers_its_run_leaves_nothing_running(tmp_path):
+    manager = make(tmp_path, max_runs=1)
+    doomed = manager.submit(LONG, owner="a")
+    wait_for(lambda: doomed.pid is not None, seconds=30)
+    os.kill(doomed.pid, signal.SIGKILL)  # at once: usually before the process has made the run's row
+    wait_for(lambda: doomed.state == "done")
+    assert all(r.status == "interrupted" for r in manager.store.list_runs())  # none stays "running" for ever
+    assert doomed.error.startswith("the run's training process ended unexpectedly (exit code -9")
+
+
+def test_the_eta_counts_from_the_first_progress_report_not_from_the_queue():
+    run = LiveRun(handle=1, owner="a", config=LONG, state="running")
+    _progress(run, 3)  # the process has just started: no rate yet
+    assert (run.steps_per_second, run.eta_seconds) == (0.0, None)
+    run.first_progress = (run.first_progress[0] - 2.0, 3)  # two seconds of training later...
+    _progress(run, 203)
+    assert run.steps_per_second == pytest.approx(100, rel=0.01)
+    assert run.eta_seconds == pytest.approx((LONG.steps - 203) / run.steps_per_second)
 
 
 def test_a_run_nobody_watches_is_stopped_and_frees_its_slot(tmp_path):
-    manager = RunManager(tmp_path / "runs.sqlite", max_concurrent=1, abandoned_seconds=1.0)
+    manager = make(tmp_path, abandoned_seconds=1.0)
     watched, left = manager.submit(LONG, owner="a"), manager.submit(LONG.replace(seed=1), owner="b")
     started = time.monotonic()
     while left.state != "done" or time.monotonic() - started < 3.0:  # only the first run's page polls
@@ -99,19 +165,20 @@ def test_a_run_nobody_watches_is_stopped_and_frees_its_slot(tmp_path):
 
 
 def test_a_full_queue_refuses_with_a_message(tmp_path):
-    manager = RunManager(tmp_path / "runs.sqlite", max_concurrent=1)
+    manager = make(tmp_path, max_runs=1)
     first = manager.submit(LONG, owner="a")
     wait_for(lambda: first.state == "running")
     waiting = [manager.submit(SMALL.replace(seed=k), owner=f"s{k}") for k in range(MAX_WAITING)]
     with pytest.raises(QueueFull, match=f"The server is busy: {MAX_WAITING} runs are waiting for 1 training slot"):
-        manager.submit(SMALL, owner="late")
+        manager.submit(SMALL.replace(seed=99), owner="late")  # a new experiment (SMALL itself is queued: joined)
     assert [manager.queue_position(r) for r in waiting] == list(range(1, MAX_WAITING + 1))
     manager.shutdown()
-    assert all(r.state == "done" and r.run_id is None for r in waiting) and first.summary.status == "stopped"
+    assert all(r.state == "done" and r.run_id is None for r in waiting)
+    assert manager.store.get_run(first.run_id).status == "interrupted"  # the server went, nobody stopped it
 
 
 def test_a_run_too_big_to_train_is_refused_before_it_queues(tmp_path):
-    manager = RunManager(tmp_path / "runs.sqlite", max_concurrent=1)
+    manager = make(tmp_path, max_runs=1)
     with pytest.raises(ConfigError, match="This run is too big for one training step on this server"):
         manager.submit(SMALL.replace(cell="lstm", hidden_size=512, batch_size=1024, seq_len=1000), owner="a")
     assert manager.store.list_runs() == []
@@ -121,7 +188,7 @@ def test_a_run_too_big_to_train_is_refused_before_it_queues(tmp_path):
 
 
 def test_each_run_trains_in_its_own_process_and_a_killed_one_is_reported_and_frees_its_slot(tmp_path):
-    manager = RunManager(tmp_path / "runs.sqlite", max_concurrent=1)
+    manager = make(tmp_path, max_runs=1)
     doomed = manager.submit(LONG, owner="a")
     waiting = manager.submit(SMALL, owner="b")
     wait_for(lambda: doomed.steps_done > 0)

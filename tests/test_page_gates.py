@@ -11,6 +11,7 @@ from diagnostics.inspect_gates import TRAIN_COMMAND
 from diagnostics.runner import load_trained_model, run_into_store
 from diagnostics.store import Store
 from tests.apptest_charts import charts
+from tests.markdown import shown
 
 PAGE = "../app_pages/gates.py"
 SMALL = dict(hidden_size=8, batch_size=8, seq_len=5, steps=3)
@@ -138,14 +139,14 @@ def test_unknown_run_in_the_link_falls_back_to_the_newest(monkeypatch, trained):
     db, ids = trained
     at = open_page(monkeypatch, db, run="999")
     assert not at.exception
-    assert at.warning[0].value.startswith("Run '999' from the link has no saved weights")
+    assert shown(at.warning[0].value).startswith("Run 999 from the link has no saved weights")
     assert at.selectbox[0].value == ids["rnn"]
 
 
 def test_empty_store_says_to_train_a_run_first(monkeypatch, tmp_path):
     at = open_page(monkeypatch, tmp_path / "empty.sqlite")
     assert not at.exception
-    assert "train one in the Lab first" in at.info[0].value and TRAIN_COMMAND in at.info[0].value
+    assert "train one in the Lab first" in shown(at.info[0].value) and TRAIN_COMMAND in shown(at.info[0].value)
     assert not at.get("vega_lite_chart") and not at.selectbox
 
 
@@ -154,7 +155,7 @@ def test_a_file_that_is_not_a_store_is_an_error_message_not_a_traceback(monkeypa
     bad.write_text("not a database")
     at = open_page(monkeypatch, bad)
     assert not at.exception
-    assert "is not a Gradient Flow Lab store" in at.error[0].value
+    assert "is not a Gradient Flow Lab store" in shown(at.error[0].value)
 
 
 def test_other_tasks_show_their_own_example(monkeypatch, tmp_path):
@@ -179,7 +180,7 @@ def test_a_diverged_run_warns_and_still_renders_valid_charts(monkeypatch, tmp_pa
     assert summary.status == "diverged"
     at = open_page(monkeypatch, store.path)
     assert not at.exception and not at.error
-    assert "NaN or infinite states" in at.warning[0].value
+    assert "NaN or infinite states" in shown(at.warning[0].value)
     assert at.markdown[0].value.endswith(":gray-badge[no prediction (NaN)]")
 
     def reject(constant):

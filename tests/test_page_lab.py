@@ -1,6 +1,8 @@
 """Lab page through AppTest: controls from the config, URL round trip, a real run to its diagnosis."""
 
+import re
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ from diagnostics.lessons import LESSONS
 from diagnostics.links import share_query
 from diagnostics.store import Store
 from tests.apptest_charts import charts
+from tests.markdown import shown
 
 SMALL = RunConfig(hidden_size=8, batch_size=8, seq_len=5, steps=8, record_every=2)
 EXPLODE = RunConfig(activation="relu", init="normal", init_scale=3.0, clip="none", lr=1.0, seq_len=30,
@@ -66,9 +69,9 @@ def test_a_link_sets_the_controls_and_the_url_follows_them(db):
 def test_bad_link_gets_a_message_and_the_defaults_and_does_not_train(db):
     at = open_lab("cell=transformer&seed=3&autorun=1")
     assert not at.exception
-    assert "cell='transformer' is not valid; allowed: one of rnn, lstm, gru" in at.error[0].value
+    assert "cell='transformer' is not valid; allowed: one of rnn, lstm, gru" in shown(at.error[0].value)
     assert at.sidebar.selectbox(key="cfg_cell").value == "rnn"
-    assert "the Lab shows the default settings instead" in at.error[0].value
+    assert "the Lab shows the default settings instead" in shown(at.error[0].value)
     assert "the run does not start by itself" in at.info[0].value
     assert "No run yet" in at.info[1].value and Store(db).list_runs() == []  # a bad link starts nothing
 
@@ -76,12 +79,12 @@ def test_bad_link_gets_a_message_and_the_defaults_and_does_not_train(db):
 def test_settings_too_big_to_train_are_named_and_train_is_disabled_until_they_fit(db):
     at = open_lab("cell=lstm&hidden_size=512&batch_size=1024&seq_len=1000&autorun=1")
     assert not at.exception and len(at.error) == 1 and not at.warning  # said once, as the link's problem
-    assert "The link's settings are shown, but this run is too big" in at.error[0].value
+    assert "The link's settings are shown, but this run is too big" in shown(at.error[0].value)
     assert "the run does not start by itself" in at.info[0].value
     train = next(b for b in at.button if b.label == "Train")
     assert train.disabled and Store(db).list_runs() == []
     at.sidebar.number_input(key="cfg_batch_size").set_value(100).run()
-    assert "batch_size 100 × seq_len 1000 needs about 6.2 GB" in at.warning[0].value  # still too big, said again
+    assert "batch_size 100 × seq_len 1000 needs about 6.2 GB" in shown(at.warning[0].value)  # still too big, said again
     assert next(b for b in at.button if b.label == "Train").disabled
     at.sidebar.number_input(key="cfg_batch_size").set_value(50).run()
     assert not at.warning and not next(b for b in at.button if b.label == "Train").disabled
@@ -139,10 +142,10 @@ def test_lesson_by_number_alone_opens_its_variant(db):
 
 def test_bad_lesson_or_variant_is_named_with_what_is_allowed(db):
     at = open_lab("lesson=99&autorun=1")
-    assert "Unknown lesson '99'; allowed: 1 (exploding-nan)" in at.error[0].value
+    assert "Unknown lesson '99'; allowed: 1 (exploding-nan)" in shown(at.error[0].value)
     assert at.title[0].value == "Lab" and Store(db).list_runs() == []
     at = open_lab("lesson=3&variant=5")
-    assert "Lesson 3 has no variant '5'; allowed: 0 (tanh RNN)" in at.error[0].value
+    assert "Lesson 3 has no variant '5'; allowed: 0 (tanh RNN)" in shown(at.error[0].value)
 
 
 def test_stored_run_opens_read_only_by_id_with_its_settings(db):
@@ -160,7 +163,7 @@ def test_stored_run_opens_read_only_by_id_with_its_settings(db):
 
 def test_unknown_run_gets_a_message(db):
     at = open_lab("run=42")
-    assert "Run '42' cannot be opened: no run 42 is stored" in at.error[0].value
+    assert "Run 42 cannot be opened: no run 42 is stored" in shown(at.error[0].value)
     assert "No run yet" in at.info[-1].value
 
 
@@ -170,8 +173,8 @@ def test_a_foreign_store_file_gets_a_message_not_a_traceback(tmp_path, monkeypat
     monkeypatch.setenv("GFL_DB", str(foreign))
     at = open_lab()
     assert not at.exception
-    assert f"The run store cannot be opened: {foreign} is not a Gradient Flow Lab store" in at.error[0].value
-    assert "Set GFL_DB to another file" in at.error[0].value
+    assert f"The run store cannot be opened: {foreign} is not a Gradient Flow Lab store" in shown(at.error[0].value)
+    assert "Set GFL_DB to another file" in shown(at.error[0].value)
     assert foreign.read_text() == "my notes, not a run store"
 
 
@@ -214,3 +217,73 @@ def test_a_run_stored_before_verdicts_had_severities_still_opens(db):
     assert "**1 problem(s) diagnosed.**" in texts and ":red-badge[**Exploding gradients**: problem]" in texts
     assert ":red[**clip spikes**] The gradient norm jumped above 10x its median." in texts
     assert "Clip the gradient norm at 1" in [b.label for b in at.button]
+
+
+PAYLOADS = {"image": "![x](http://evil.example/p.png)", "link": "[click me](http://evil.example)",
+            "autolink": "http://evil.example/a", "maths": "$x^2$", "colour": ":red[boo]",
+            "html": "<img src=x onerror=alert(1)>"}
+
+
+def unescaped(markdown: str) -> str:
+    """The markdown an element holds with every backslash-escaped character taken out: what could still act."""
+    return re.sub(r"\\.", "", markdown)
+
+
+@pytest.mark.parametrize("key", ["cell", "run", "lesson", "unknown"])
+@pytest.mark.parametrize("payload", PAYLOADS.values(), ids=PAYLOADS.keys())
+def test_a_hostile_link_is_echoed_as_plain_text(db, key, payload):
+    """Streamlit renders markdown in st.error and st.warning: a value from a link must not become an image the
+    browser fetches, a link, maths or a colour inside our own boxes."""
+    query = f"{payload}=1" if key == "unknown" else f"{key}={payload}"
+    at = open_lab(query.replace("&", "%26") + "&autorun=1")
+    assert not at.exception and Store(db).list_runs() == []
+    said = [e.value for kind in ("error", "warning", "info", "markdown", "caption") for e in getattr(at, kind)]
+    typed = payload.split("=")[0][:20]  # a key ends at its first "="
+    problem = next(v for v in said if typed in shown(v))  # the link's part is named, as typed
+    for value in said:
+        active = unescaped(value)
+        assert "](" not in active and "![" not in active and "http://" not in active, value
+        assert "$x" not in active and ":red[" not in active and "<img" not in active, value
+    assert "not" in shown(problem) or "unknown" in shown(problem).lower()
+
+
+def test_an_interrupted_run_says_it_was_not_diagnosed(db):
+    """Its process died before it finished: "no problem diagnosed" would claim a verdict nobody reached."""
+    import subprocess
+    import sys
+
+    made = subprocess.run([sys.executable, "-c", "import sys; from diagnostics.store import Store; "
+                           f"print(Store({str(db)!r}).create_run({SMALL.to_dict()!r}))"],
+                          capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    run_id = int(made.stdout)
+    at = open_lab(f"run={run_id}")
+    run_until(at, f"Run {run_id} interrupted after 0 steps")
+    assert not at.exception
+    assert any(i.value.startswith("No diagnosis: the run's training process died after step 0") for i in at.info)
+    assert not any("No exploding or vanishing" in e.value for kind in ("success", "info") for e in getattr(at, kind))
+
+
+def captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption]
+
+
+def test_visitors_of_one_link_share_its_run_and_a_later_one_sees_it_stored(db):
+    link = SMALL.replace(steps=2000, record_every=100).to_query() + "&autorun=1"
+    teacher = open_lab(link)
+    student = open_lab(link)
+    assert not teacher.exception and not student.exception
+    assert any("is being trained for another visitor: you are watching the same run" in c for c in captions(student))
+    assert not any("another visitor" in c for c in captions(teacher))
+    next(b for b in teacher.button if b.label == "Stop").click().run()  # the student still watches
+    assert "You left the run; 1 other visitor(s) are watching it, so it keeps training for them." in [
+        i.value for i in teacher.info]
+    run_until(student, "completed after 2000 steps", seconds=300)
+    [run] = Store(db).list_runs()
+    assert run.status == "completed"
+    latecomer = open_lab(link)
+    assert any("was trained already: this is its stored run" in c for c in captions(latecomer))
+    assert any(f"Run {run.id} completed after 2000 steps" in s.value for s in latecomer.success)
+    assert len(Store(db).list_runs()) == 1  # opening it trained nothing
+    next(b for b in latecomer.button if b.label == "Train a fresh run").click().run()
+    run_until(latecomer, f"Run {run.id + 1} completed", seconds=300)
+    assert [r.id for r in Store(db).list_runs()] == [run.id + 1, run.id]

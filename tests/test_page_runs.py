@@ -1,5 +1,7 @@
 """Runs page through AppTest, on a real store holding real (small) runs."""
 
+import time
+
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -54,19 +56,74 @@ def test_comparing_two_runs_highlights_the_field_that_differs(stored):
     assert sorted(set(rows["step"])) == [1, 2, 3, 4, 5, 6]  # the loss of every step
 
 
-def test_one_run_offers_open_download_and_delete_with_confirmation(stored):
-    store, ids = stored
+def test_a_visitor_cannot_delete_a_run_another_made(stored):
+    store, ids = stored  # made from a shell, by no browser session
     at = open_runs()
     at.multiselect[3].select(ids[0]).run()
     assert any(f"lab?run={ids[0]}" in m.value for m in at.markdown)
+    assert any(f"Only the browser session that made run {ids[0]} can delete it" in c.value for c in at.caption)
+    assert at.checkbox[0].disabled and next(b for b in at.button if b.label == "Delete").disabled
+    at.text_input[0].input("guess").run()  # no operator token is set on this server: nothing opens it
+    assert next(b for b in at.button if b.label == "Delete").disabled
+    assert [r.id for r in store.list_runs()] == ids[::-1]
+
+
+def test_the_operator_deletes_with_the_token_and_a_wrong_token_does_not(stored, monkeypatch):
+    store, ids = stored
+    monkeypatch.setenv("GFL_OPERATOR_TOKEN", "s3cret")
+    at = open_runs()
+    at.multiselect[3].select(ids[0]).run()
+    at.text_input[0].input("wrong").run()
+    assert at.checkbox[0].disabled
+    at.text_input[0].input("s3cret").run()
+    at.checkbox[0].check().run()
+    next(b for b in at.button if b.label == "Delete").click().run()
+    assert [r.id for r in store.list_runs()] == ids[:0:-1]
+
+
+def test_the_session_that_made_a_run_deletes_it_with_confirmation(stored):
+    from ui.common import _manager_for
+
+    store, ids = stored
+    manager = _manager_for(str(store.path))  # the server's one manager, as the pages get it
+    made = manager.submit(SMALL.replace(seed=5), owner="tab-1")
+    while made.state != "done":
+        time.sleep(0.05)
+    at = AppTest.from_file("../dashboard.py", default_timeout=60)
+    at.session_state["session_id"] = "tab-1"
+    at.switch_page("app_pages/runs.py").run()
+    at.multiselect[3].select(made.run_id).run()
+    assert not at.text_input  # its own run: no token asked
     delete = next(b for b in at.button if b.label == "Delete")
     assert delete.disabled  # nothing is deleted without the confirmation box
     at.checkbox[0].check().run()
     next(b for b in at.button if b.label == "Delete").click().run()
-    assert [r.id for r in store.list_runs()] == ids[:0:-1]
+    assert [r.id for r in store.list_runs()] == ids[::-1]
 
 
 def test_empty_store_says_how_to_make_a_run(tmp_path, monkeypatch):
     monkeypatch.setenv("GFL_DB", str(tmp_path / "empty.sqlite"))
     at = open_runs()
     assert "No runs stored yet" in at.info[0].value
+
+
+def test_a_store_of_thousands_of_runs_lists_the_newest_with_their_results(tmp_path, monkeypatch):
+    """3 000 runs (their rows written as a writer would, each with a full summary): the page lists the newest
+    SHOWN_RUNS with the two summary numbers it shows, and says how many are stored."""
+    from diagnostics.compare import SHOWN_RUNS
+
+    db = tmp_path / "runs.sqlite"
+    monkeypatch.setenv("GFL_DB", str(db))
+    store = Store(db)
+    template = run_into_store(SMALL, store)
+    summary = store.get_run(template.run_id).summary
+    for k in range(2, 3001):
+        run_id = store.create_run(SMALL.replace(seed=k).to_dict())
+        store.finish(run_id, "completed", 6, {**summary, "final_loss": float(k)})
+    at = open_runs()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert len(table) == SHOWN_RUNS and list(table["id"][:2]) == [3000, 2999]
+    assert list(table["final loss"][:2]) == [3000.0, 2999.0]
+    assert table["held-out metric"].iloc[0] == pytest.approx(summary["final_metric"])
+    assert f"{SHOWN_RUNS} of {SHOWN_RUNS} runs (the newest {SHOWN_RUNS} of 3000 stored)" in at.caption[0].value

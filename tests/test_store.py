@@ -320,9 +320,9 @@ def test_new_path_gets_folder_schema_and_wal(tmp_path):
     with Store(path) as s:
         assert s.path == path and s.list_runs() == []
     assert sql(path, "PRAGMA journal_mode") == [("wal",)]
-    assert dict(sql(path, "SELECT key, value FROM meta")) == {"app": "gradient-flow-lab", "schema_version": "2"}
+    assert dict(sql(path, "SELECT key, value FROM meta")) == {"app": "gradient-flow-lab", "schema_version": "3"}
     indexes = {name for (name,) in sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"metrics_chart_blocks128", "metrics_nonfinite"} <= indexes  # built before any run grows long
+    assert {"metrics_chart_blocks128", "metrics_nonfinite", "runs_config"} <= indexes  # before any run grows long
 
 
 def test_a_version_1_store_is_upgraded_with_its_runs_kept(tmp_path):
@@ -336,10 +336,35 @@ def test_a_version_1_store_is_upgraded_with_its_runs_kept(tmp_path):
     sql(path, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     with Store(path) as s:
         after = s.load(run_id)
-    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == "2"
+    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == "3"
     indexes = {name for (name,) in sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"metrics_chart_blocks128", "metrics_nonfinite"} <= indexes
+    assert {"metrics_chart_blocks128", "metrics_nonfinite", "runs_config"} <= indexes
     pd.testing.assert_frame_equal(after.metrics, before.metrics)
+
+
+def test_a_version_2_store_is_upgraded_and_finds_its_runs_by_config(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    with Store(path) as s:
+        run_id, _ = write_run(s, steps=3, seed=5)
+    sql(path, "DROP INDEX runs_config")  # what a version-2 store was
+    sql(path, "UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    with Store(path) as s:
+        assert s.find_finished({"seed": 5, "lr": 0.1}) == run_id
+    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == "3"
+
+
+def test_find_finished_takes_the_newest_run_of_that_exact_config_that_ended_on_its_own(store):
+    older, _ = write_run(store, steps=2, seed=1)
+    newer, _ = write_run(store, steps=2, seed=1)
+    other, _ = write_run(store, steps=2, seed=2)
+    stopped = store.create_run({"seed": 3, "lr": 0.1})
+    store.finish(stopped, "stopped", 0, {})
+    store.create_run({"seed": 4, "lr": 0.1})  # still running
+    assert store.find_finished({"seed": 1, "lr": 0.1}) == newer > older
+    assert store.find_finished({"seed": 2, "lr": 0.1}) == other
+    assert store.find_finished({"seed": 3, "lr": 0.1}) is None  # stopped: it did not end on its own
+    assert store.find_finished({"seed": 4, "lr": 0.1}) is None
+    assert store.find_finished({"seed": 1, "lr": 0.2}) is None
 
 
 def test_page_redraw_threads_leave_no_connection_behind(tmp_path):
@@ -533,3 +558,15 @@ def test_zip_export_holds_every_table_and_the_run(tmp_path):
     metrics = pd.read_csv(archive.open(f"run-{run_id}/metrics.csv"))
     assert len(metrics) == len(store.load(run_id).metrics) and set(metrics["step"]) == {1, 2, 3, 4}
     assert json.loads(archive.read(f"run-{run_id}/run.json"))["id"] == run_id
+
+
+def test_listing_with_summary_keys_reads_only_those_and_a_limit_takes_the_newest(store):
+    ids = [write_run(store, steps=2, seed=k)[0] for k in range(4)]
+    store.finish(ids[-1], "completed", 2, {"final_loss": 0.25, "diagnoses": [{"big": "x" * 1000}]})
+    [newest, second] = store.list_runs(summary_keys=("final_loss", "final_metric"), limit=2)
+    assert (newest.id, second.id) == (ids[-1], ids[-2])
+    assert newest.summary == {"final_loss": 0.25, "final_metric": None}
+    assert newest.config == {"seed": 3, "lr": 0.1} and newest.status == "completed"
+    assert store.count_runs() == 4 and len(store.list_runs()) == 4
+    with pytest.raises(StoreError, match="summary keys must be plain names"):
+        store.list_runs(summary_keys=("x') --",))

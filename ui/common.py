@@ -12,6 +12,7 @@ from diagnostics.config import GROUPS, ConfigError, RunConfig, applies, field_ma
 from diagnostics.links import Link, parse_link
 from diagnostics.live import RunManager
 from diagnostics.store import Store, StoreError, default_db_path
+from ui.text import literal
 
 KEY = "cfg_"  # session-state prefix of the config widgets
 
@@ -22,7 +23,11 @@ def run_manager() -> RunManager:
     try:
         return _manager_for(str(default_db_path()))
     except StoreError as e:  # cache_resource does not cache a raised error, so a fixed file is retried
-        st.error(f"The run store cannot be opened: {e}. Set GFL_DB to another file and restart the dashboard.")
+        st.error(f"The run store cannot be opened: {literal(e)}. Set GFL_DB to another file and restart the "
+                 "dashboard.")
+        st.stop()
+    except ValueError as e:  # a limit's environment variable (see diagnostics.limits)
+        st.error(f"The server's limits cannot be read: {literal(e)}. Fix the variable and restart the dashboard.")
         st.stop()
 
 

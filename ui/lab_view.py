@@ -8,11 +8,13 @@ import pandas as pd
 import streamlit as st
 
 from diagnostics import charts
-from diagnostics.chartdata import LabChartData, lab_chart_data
+from diagnostics.chartdata import LabChartData
 from diagnostics.config import ConfigError, RunConfig
 from diagnostics.diagnosis import EXPLODING, VANISHING
 from diagnostics.live import LiveRun, RunManager
-from diagnostics.store import RunInfo, Store, StoreError, strict_json
+from diagnostics.store import FINAL_STATUSES, RunInfo, Store, StoreError, strict_json
+from ui.common import session_id
+from ui.text import literal
 
 POLL_SECONDS = 1.0
 REMEDIES_PER_ROW = 2
@@ -22,28 +24,32 @@ def render_run(*, manager: RunManager, store: Store, on_remedy: Callable[[RunCon
                live: LiveRun | None = None, run_id: int | None = None) -> None:
     """Poll while the run is live (a fragment reruns every second); draw it once when it is stored."""
     if live is not None and live.state != "done":
-        st.fragment(_live_part, run_every=POLL_SECONDS)(live, manager, store)
+        st.fragment(_live_part, run_every=POLL_SECONDS)(live, manager)
         return
     run_id = live.run_id if live is not None else run_id
     if live is not None and live.error:
-        st.error(f"The run failed: {live.error}")
+        st.error(f"The run failed: {literal(live.error)}")
     if run_id is None:
         st.info("The run was stopped before it started.")
         return
     try:
         info = store.get_run(run_id)
-        data = lab_chart_data(store, run_id)
+        data = manager.charts.get(run_id)
     except StoreError:
         st.warning(f"Run {run_id} is no longer stored: it was deleted on the Runs page.")
         return
     _status_line(info)
     _nonfinite_banner(data)
-    _diagnosis_panel(info, on_remedy)
+    if info.status in FINAL_STATUSES:
+        _diagnosis_panel(info, on_remedy)
+    else:
+        st.subheader("Diagnosis")
+        st.info(UNDIAGNOSED[info.status].format(steps=info.steps_done))
     _charts(data)
 
 
-def _live_part(live: LiveRun, manager: RunManager, store: Store) -> None:
-    manager.touch(live)  # a run nobody watches any more is stopped, so it frees its slot
+def _live_part(live: LiveRun, manager: RunManager) -> None:
+    manager.touch(live, session_id())  # a run nobody watches any more is stopped, so it frees its slot
     if live.state == "done":
         st.rerun(scope="app")  # the final view (diagnosis, remedies) is drawn by the whole page
     if live.state == "queued":
@@ -54,12 +60,14 @@ def _live_part(live: LiveRun, manager: RunManager, store: Store) -> None:
         return
     total = live.config.steps
     eta = live.eta_seconds
+    watching = manager.viewer_count(live)
+    others = f" · watched by {watching} visitors" if watching > 1 else ""
     st.progress(min(live.steps_done / total, 1.0),
-                text=f"{live.steps_done} / {total} steps · {live.steps_per_second:.1f} steps/s · "
-                     f"ETA {eta:.0f} s" if eta is not None else f"{live.steps_done} / {total} steps")
+                text=(f"{live.steps_done} / {total} steps · {live.steps_per_second:.1f} steps/s · "
+                      f"ETA {eta:.0f} s" if eta is not None else f"{live.steps_done} / {total} steps") + others)
     if live.run_id is None or live.steps_done == 0:
         return
-    data = lab_chart_data(store, live.run_id)
+    data = manager.charts.get(live.run_id)
     _nonfinite_banner(data)
     _charts(data)
 
@@ -88,6 +96,12 @@ def _nonfinite_banner(data: LabChartData) -> None:
              f"{len(data.events)} non-finite event(s) recorded; red marks on the charts show where.")
 
 
+# Only a run that ended on its own terms was diagnosed; the others say why not.
+UNDIAGNOSED = {
+    "interrupted": "No diagnosis: the run's training process died after step {steps} (killed, or its server "
+                   "stopped) before the run finished. Everything it recorded is kept and drawn below.",
+    "running": "No diagnosis yet: the run is still training (step {steps}); it is diagnosed when it ends.",
+}
 KIND_COLOURS = {EXPLODING: "red", VANISHING: "orange"}  # red is also the NaN/Inf colour of every chart
 
 

@@ -1,0 +1,90 @@
+"""P8: what viewers of one live run cost the dashboard server, and how long they wait for its first chart.
+
+A real `streamlit run` on a loopback port and one headless Chromium with 1, 10 and 30 contexts; every context
+opens the same long experiment's link, so they all watch one run (one run per experiment). For each count: the
+seconds from a context's `goto` to its first chart (median and max), and the server process's own CPU seconds
+per wall-clock second while they watch (the run trains in a process of its own, which is not counted). The
+browsers share the machine with the server, so on 2 cores the numbers are an upper bound.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from diagnostics.config import RunConfig
+
+VIEWERS = (1, 10, 30)
+QUICK_VIEWERS = (2,)
+WATCH_SECONDS = 15.0
+# A lesson-sized LSTM that trains far longer than the measurement, recording every 10 steps (the lessons' rate).
+CONFIG = RunConfig(cell="lstm", hidden_size=64, seq_len=20, steps=10_000, record_every=10)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _server_pid(port_url: str, log: Path) -> int:
+    port = port_url.rsplit(":", 1)[1]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"streamlit" in b" ".join(cmdline) and port.encode() in cmdline:
+                return int(entry.name)
+    raise RuntimeError(f"no streamlit process on port {port}; see {log}")
+
+
+def measure(count: int, watch_seconds: float, seed: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+
+    config = CONFIG.replace(seed=seed)  # a new experiment per count: each starts with its run's first step
+    with tempfile.TemporaryDirectory(prefix="gfl-p8-") as tmp, \
+            streamlit_server(Path(tmp) / "runs.sqlite", Path(tmp) / "streamlit.log") as url, sync_playwright() as p:
+        pid = _server_pid(url, Path(tmp) / "streamlit.log")
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            pages, opened = [], []
+            for _ in range(count):
+                page = browser.new_context(viewport={"width": 1200, "height": 1600}).new_page()
+                page.set_default_timeout(300_000)
+                opened.append(time.monotonic())
+                page.goto(f"{url}/lab?{config.to_query()}&autorun=1", wait_until="commit")
+                pages.append(page)
+            first_chart = []
+            for page, at in zip(pages, opened):
+                page.locator("[data-testid='stVegaLiteChart']").first.wait_for(state="visible")
+                first_chart.append(time.monotonic() - at)
+            cpu, wall = _cpu_seconds(pid), time.monotonic()
+            time.sleep(watch_seconds)
+            cpu_per_second = (_cpu_seconds(pid) - cpu) / (time.monotonic() - wall)
+        finally:
+            browser.close()
+    return {"viewers": count, "first_chart_median_s": round(statistics.median(first_chart), 2),
+            "first_chart_max_s": round(max(first_chart), 2), "server_cpu_per_s": round(cpu_per_second, 3),
+            "server_cpu_per_viewer_s": round(cpu_per_second / count, 3)}
+
+
+def viewers_case(quick: bool) -> dict:
+    counts = QUICK_VIEWERS if quick else VIEWERS
+    rows = [measure(count, WATCH_SECONDS / (5 if quick else 1), seed) for seed, count in enumerate(counts)]
+    return {"what": "server CPU seconds per second and time to first chart with 1, 10 and 30 viewers of one live "
+                    "run", "measured": time.strftime("%Y-%m-%d %H:%M"), "quick": quick, "results": rows}
+
+
+def table(case: dict) -> str:
+    lines = [f"P8: {case['what']}",
+             f"  {'viewers':>7} {'first chart (median)':>21} {'(max)':>7} {'server CPU/s':>13} {'per viewer':>11}"]
+    for r in case["results"]:
+        lines.append(f"  {r['viewers']:>7} {r['first_chart_median_s']:>20.2f}s {r['first_chart_max_s']:>6.2f}s "
+                     f"{r['server_cpu_per_s']:>13.3f} {r['server_cpu_per_viewer_s']:>11.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""One run per experiment and fair shares on a public server: a config already training is joined, a stored one
+is shown, one address holds one slot, and a run's chart data is read once for all its viewers. Real processes,
+a real store."""
+
+import threading
+import time
+
+import pytest
+
+from diagnostics.config import ConfigError, RunConfig
+from diagnostics.limits import ServerLimits
+from diagnostics.live import QueueFull, RunManager
+from tests.waiting import wait_for
+
+SMALL = RunConfig(hidden_size=8, batch_size=8, seq_len=5, steps=5, record_every=1)
+LONG = SMALL.replace(steps=100_000)
+
+
+def make(tmp_path, **limits) -> RunManager:
+    # LONG runs are the test's way of keeping a slot busy: the caps on one run's total cost do not apply here.
+    return RunManager(tmp_path / "runs.sqlite",
+                      ServerLimits(**{"max_run_minutes": 0, "max_run_megabytes": 0, **limits}))
+
+
+def test_visitors_who_open_one_experiment_watch_one_run(tmp_path):
+    manager = make(tmp_path, max_runs=2)
+    opened = [manager.open(LONG, session=f"student-{k}", address=f"10.0.0.{k}") for k in range(30)]
+    runs = {id(o.live) for o in opened}
+    assert len(runs) == 1 and [o.joined for o in opened] == [False] + [True] * 29
+    run = opened[0].live
+    assert manager.viewer_count(run) == 30 and run.owner == "student-0"
+    wait_for(lambda: run.run_id is not None and run.steps_done > 0)
+    assert [r.id for r in manager.store.list_runs()] == [run.run_id]  # trained once
+    manager.shutdown()
+
+
+def test_a_shared_run_stops_only_when_its_last_viewer_leaves(tmp_path):
+    manager = make(tmp_path)
+    run = manager.submit(LONG, owner="teacher")
+    assert manager.submit(LONG, owner="student") is run
+    wait_for(lambda: run.steps_done > 0)
+    assert manager.leave(run, "teacher") is False  # the student still watches: it keeps training
+    steps = run.steps_done
+    wait_for(lambda: run.steps_done > steps)
+    assert not run.stop_event.is_set()
+    assert manager.leave(run, "student") is True
+    wait_for(lambda: run.state == "done")
+    assert run.summary.status == "stopped"
+
+
+def test_a_finished_experiment_is_shown_from_the_store_and_fresh_trains_it_again(tmp_path):
+    manager = make(tmp_path)
+    first = manager.open(SMALL, session="a").live
+    wait_for(lambda: first.state == "done")
+    again = manager.open(SMALL, session="b")
+    assert (again.live, again.stored_run) == (None, first.run_id)
+    fresh = manager.open(SMALL, session="b", fresh=True).live
+    wait_for(lambda: fresh.state == "done")
+    assert fresh.run_id != first.run_id and fresh.summary.final_loss == first.summary.final_loss  # seeded
+    other_seed = manager.open(SMALL.replace(seed=1), session="b")
+    assert other_seed.stored_run is None and other_seed.live is not None
+
+
+def test_a_stopped_run_is_not_joined(tmp_path):
+    manager = make(tmp_path)
+    run = manager.submit(LONG, owner="a")
+    manager.stop(run)
+    newer = manager.submit(LONG, owner="b")
+    assert newer is not run and set(newer.viewers) == {"b"}
+    manager.shutdown()
+
+
+def test_one_visitor_with_ten_long_links_holds_one_slot(tmp_path):
+    """The default limits: one run training per address, three training or waiting; the rest are refused."""
+    manager = make(tmp_path, max_runs=2)
+    accepted, refused = [], []
+    for k in range(10):
+        try:
+            accepted.append(manager.submit(LONG.replace(seed=k), owner=f"tab-{k}", address="203.0.113.7"))
+        except QueueFull as e:
+            refused.append(str(e))
+    assert len(accepted) == 3 and len(refused) == 7
+    assert refused[0] == ("You already have 3 runs training or waiting on this server (at most 3 per visitor "
+                          "address, so a class shares it fairly). Stop one of them, or wait until one ends.")
+    wait_for(lambda: accepted[0].state == "running")
+    time.sleep(1.5)  # a second slot is free, yet this address's other runs wait
+    assert [r.state for r in accepted] == ["running", "queued", "queued"]
+    other = manager.submit(SMALL, owner="student", address="198.51.100.2")
+    wait_for(lambda: other.state == "done")  # another visitor gets the free slot at once
+    assert other.summary.status == "completed"
+    assert [r.state for r in accepted] == ["running", "queued", "queued"]
+    manager.stop(accepted[0])
+    wait_for(lambda: accepted[1].state == "running")
+    assert accepted[2].state == "queued"
+    manager.shutdown()
+
+
+def test_lifting_the_per_address_limits_lets_one_address_use_every_slot(tmp_path):
+    manager = make(tmp_path, max_runs=2, training_per_address=0, live_per_address=0)
+    runs = [manager.submit(LONG.replace(seed=k), owner=f"tab-{k}") for k in range(4)]
+    wait_for(lambda: [r.state for r in runs] == ["running", "running", "queued", "queued"])
+    manager.shutdown()
+
+
+def test_a_run_longer_than_the_public_cap_is_refused_with_what_fits(tmp_path):
+    manager = RunManager(tmp_path / "runs.sqlite", ServerLimits(max_run_minutes=1.0))
+    with pytest.raises(ConfigError) as err:
+        manager.submit(RunConfig(cell="lstm", hidden_size=256, seq_len=200, steps=100_000), owner="a")
+    message = str(err.value)
+    assert message.startswith("This run is too long for this server: 100000 steps of lstm H256x1")
+    assert "(allowed: 1 min)" in message and "use fewer steps (about " in message
+    fits = int(message.split("(about ")[1].split(" ")[0])
+    assert manager._check_cost(RunConfig(cell="lstm", hidden_size=256, seq_len=200, steps=fits)) is None
+    assert manager.store.list_runs() == []
+
+
+def test_a_runs_chart_data_is_read_once_for_all_its_viewers_until_it_changes(tmp_path):
+    manager = make(tmp_path)
+    run = manager.submit(SMALL, owner="a")
+    wait_for(lambda: run.state == "done")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(manager.charts.get(run.run_id))) for _ in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert manager.charts.computed == 1 and all(r is results[0] for r in results)
+    assert results[0].loss["step"].tolist() == list(range(1, 6))
+    writer = manager.store.writer(run.run_id)  # the run changes: the next reader gets the new rows
+    writer.add(6, metrics=[(6, "loss", None, "", 0.5)])
+    writer.flush()
+    assert manager.charts.get(run.run_id).loss["step"].max() == 6 and manager.charts.computed == 2
+
+
+@pytest.mark.parametrize("variable, raw, message", [
+    ("GFL_MAX_RUNS", "many", "GFL_MAX_RUNS='many' is not valid: runs training at once (one per core of the "
+                             "reference server) must be a whole number of at least 1"),
+    ("GFL_MAX_RUNS", "0", "must be a whole number of at least 1"),
+    ("GFL_LIVE_PER_ADDRESS", "-1", "must be a whole number of at least 0 (0 lifts the limit)"),
+    ("GFL_MAX_RUN_MINUTES", "nan", "must be a number of at least 0 (0 lifts the limit)"),
+], ids=["text", "zero-slots", "negative", "nan"])
+def test_a_bad_limit_in_the_environment_is_named(monkeypatch, variable, raw, message):
+    monkeypatch.setenv(variable, raw)
+    with pytest.raises(ValueError) as err:
+        ServerLimits.from_env()
+    assert message in str(err.value)
