@@ -6,7 +6,6 @@ import dataclasses
 
 import streamlit as st
 
-from diagnostics.budget import too_big
 from diagnostics.config import ConfigError, RunConfig
 from diagnostics.live import LiveRun, QueueFull
 from ui.common import (config_controls, run_manager, session_config, session_id, session_link,
@@ -83,23 +82,26 @@ if link.autorun and not st.session_state.get("lab_autorun_done"):
     start(config)
 if busy := st.session_state.pop("lab_busy", None):
     st.warning(literal(busy))
+    shown_problems = (*shown_problems, busy)
 
 live = current_run()
 running = live is not None and live.state != "done"
-oversized = too_big(config)
+oversized = manager.refusal(config)
 left, middle, right = st.columns([1, 1, 4])
 left.button("Train", type="primary", disabled=running or oversized is not None, on_click=start, args=(config,),
-            help="Start a run with these settings" if oversized is None else "These settings are too big to train")
+            help="Start a run with these settings" if oversized is None else
+            "This server does not train these settings")
 middle.button("Stop", disabled=not running, on_click=stop, args=(live,),
               help="End the run after its current step (a run others are watching keeps training for them)")
 with right.popover("Share this experiment"):
     st.caption("Anyone who opens this link gets the same settings, seed included, and the run starts.")
     st.code(share_link(config), language=None)
 
-if oversized is not None and not any(oversized in problem for problem in shown_problems):
+if oversized is not None and not any(oversized[1:] in problem for problem in shown_problems):
     st.warning(literal(f"{oversized[0].upper()}{oversized[1:]}."))
-if (others := st.session_state.pop("lab_left", None)) is not None:
-    st.info(f"You left the run; {others} other visitor(s) are watching it, so it keeps training for them.")
+left_run = st.session_state.pop("lab_left", None)
+if left_run is not None:
+    st.info(f"You left the run; {left_run} other visitor(s) are watching it, so it keeps training for them.")
 reused = st.session_state.get("lab_reused")
 if reused and (live is not None or session_link().run_id is not None):
     st.caption("This exact experiment, seed included, " + (
@@ -114,5 +116,5 @@ if live is not None:
     render_run(live=live, manager=manager, store=store(), on_remedy=start)
 elif session_link().run_id is not None:
     render_run(run_id=session_link().run_id, manager=manager, store=store(), on_remedy=start)
-else:
+elif left_run is None:
     st.info("No run yet: press **Train**, or open a lesson from the Home page.")

@@ -123,8 +123,8 @@ class RunManager:
         """Join the live run of `config` if there is one (unless `fresh`), else queue a new run for `owner` (a
         browser session id) at `address` (its client's, None on this machine). A config too big or too long to
         train here raises ConfigError, and a full queue QueueFull, before anything is queued."""
-        budget.check(config)
-        self._check_cost(config)
+        if (problem := self.refusal(config)) is not None:
+            raise ConfigError(problem[0].upper() + problem[1:])
         address = address or LOCAL
         with self._turn:
             shared = None if fresh else self._joinable(config)
@@ -151,11 +151,10 @@ class RunManager:
         run = self.submit(config, session, address, fresh)
         return Opened(live=run, joined=run.owner != session)
 
-    def _check_cost(self, config: RunConfig) -> None:
-        """The public server's caps on one run's whole cost (the step budget bounds a single step)."""
-        problem = budget.over_run_limits(config, self.limits)
-        if problem is not None:
-            raise ConfigError(problem[0].upper() + problem[1:])
+    def refusal(self, config: RunConfig) -> str | None:
+        """Why this server will not train `config` (one step too big for the machine, or the whole run longer or
+        larger than the public caps), None when it will: what `submit` refuses and the Lab disables Train for."""
+        return budget.too_big(config) or budget.over_run_limits(config, self.limits)
 
     def _joinable(self, config: RunConfig) -> LiveRun | None:
         run = self._runs.get(self._by_config.get(config, 0))

@@ -176,13 +176,13 @@ def _validate(path: Path) -> int:
     hint = "pass another --db path"
     try:
         try:
-            tables, meta = _read_meta(path, "immutable=1")
-        except sqlite3.DatabaseError:
-            tables, meta = set(), {}
+            tables, meta, unreadable = *_read_meta(path, "immutable=1"), None
+        except sqlite3.DatabaseError as e:
+            tables, meta, unreadable = set(), {}, e
         if "meta" not in tables and Path(f"{path}-wal").exists():  # a store whose schema is still in its WAL
             tables, meta = _read_meta(path, "mode=ro")
-        elif not tables:
-            tables, meta = _read_meta(path, "immutable=1")  # raises the reason it is not a database
+        elif unreadable is not None:
+            raise unreadable
     except sqlite3.DatabaseError as e:
         reason = "not an SQLite database" if str(e) == "file is not a database" else str(e)
         raise StoreError(f"{path} is not a Gradient Flow Lab store ({reason}); {hint}") from e

@@ -86,8 +86,12 @@ def test_settings_too_big_to_train_are_named_and_train_is_disabled_until_they_fi
     at.sidebar.number_input(key="cfg_batch_size").set_value(100).run()
     assert "batch_size 100 × seq_len 1000 needs about 6.2 GB" in shown(at.warning[0].value)  # still too big, said again
     assert next(b for b in at.button if b.label == "Train").disabled
-    at.sidebar.number_input(key="cfg_batch_size").set_value(50).run()
-    assert not at.warning and not next(b for b in at.button if b.label == "Train").disabled
+    at.sidebar.number_input(key="cfg_batch_size").set_value(50).run()  # one step fits; 300 of them do not
+    assert "This run is too long for this server: 300 steps of lstm H512x1" in shown(at.warning[0].value)
+    assert next(b for b in at.button if b.label == "Train").disabled  # the server would refuse it: Train says so
+    at.sidebar.number_input(key="cfg_steps").set_value(60).run()
+    assert not at.warning, [w.value for w in at.warning]
+    assert not next(b for b in at.button if b.label == "Train").disabled
 
 
 def test_train_runs_to_charts_and_a_stored_run(db):

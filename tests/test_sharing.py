@@ -110,7 +110,7 @@ def test_a_run_longer_than_the_public_cap_is_refused_with_what_fits(tmp_path):
     assert message.startswith("This run is too long for this server: 100000 steps of lstm H256x1")
     assert "(allowed: 1 min)" in message and "use fewer steps (about " in message
     fits = int(message.split("(about ")[1].split(" ")[0])
-    assert manager._check_cost(RunConfig(cell="lstm", hidden_size=256, seq_len=200, steps=fits)) is None
+    assert manager.refusal(RunConfig(cell="lstm", hidden_size=256, seq_len=200, steps=fits)) is None
     assert manager.store.list_runs() == []
 
 
