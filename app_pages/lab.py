@@ -6,7 +6,8 @@ import dataclasses
 
 import streamlit as st
 
-from diagnostics.config import ConfigError, RunConfig
+from diagnostics.config import ConfigError, RunConfig, sentence
+from diagnostics.limits import client_address
 from diagnostics.live import LiveRun, QueueFull
 from ui.common import (config_controls, run_manager, session_config, session_id, session_link,
                        set_session_config, share_link, store, sync_url)
@@ -24,7 +25,7 @@ if not st.session_state.get("lab_problems_shown"):
     st.session_state.lab_problems_shown = True  # once: the controls own the experiment from here on
     shown_problems = link.problems
     for problem in link.problems:
-        st.error(literal(f"{problem[0].upper()}{problem[1:]}."))  # it quotes what the link said
+        st.error(literal(f"{sentence(problem)}."))  # it quotes what the link said
     if link.problems and st.query_params.get("autorun") == "1":
         st.info("Because of this, the run does not start by itself: check the settings, then press **Train**.")
 if lesson:
@@ -58,9 +59,11 @@ def start(new_config: RunConfig, fresh: bool = False) -> None:
     if new_config != st.session_state.lab_config:
         set_session_config(new_config)
     st.session_state.live_handle = 0
+    st.session_state.pop("lab_left", None)
     st.session_state.lab_link = dataclasses.replace(session_link(), run_id=None)  # the new run replaces it
     try:
-        opened = manager.open(new_config, session_id(), address=st.context.ip_address, fresh=fresh)
+        address = client_address(st.context.ip_address, st.context.headers)
+        opened = manager.open(new_config, session_id(), address=address, fresh=fresh)
     except (QueueFull, ConfigError) as e:
         st.session_state.lab_busy = str(e)
         return
@@ -74,7 +77,7 @@ def start(new_config: RunConfig, fresh: bool = False) -> None:
 
 def stop(run: LiveRun) -> None:
     if not manager.leave(run, session_id()):
-        st.session_state.lab_left = manager.viewer_count(run)
+        st.session_state.lab_left = run.handle  # others watch it: it trains on, and this page offers to rejoin
 
 
 if link.autorun and not st.session_state.get("lab_autorun_done"):
@@ -98,10 +101,16 @@ with right.popover("Share this experiment"):
     st.code(share_link(config), language=None)
 
 if oversized is not None and not any(oversized[1:] in problem for problem in shown_problems):
-    st.warning(literal(f"{oversized[0].upper()}{oversized[1:]}."))
-left_run = st.session_state.pop("lab_left", None)
-if left_run is not None:
-    st.info(f"You left the run; {left_run} other visitor(s) are watching it, so it keeps training for them.")
+    st.warning(literal(f"{sentence(oversized)}."))
+left_run = manager.get(st.session_state.get("lab_left", 0))
+if left_run is not None and left_run.state != "done" and live is None:
+    others = manager.viewer_count(left_run)
+    st.info(f"You left the run; {others} other visitor(s) are watching it, so it keeps training for them "
+            f"({left_run.steps_done} of {left_run.config.steps} steps so far).")
+    st.button("Watch it again", on_click=start, args=(left_run.config,),
+              help="Rejoin the run the others are watching")
+else:
+    left_run = None
 reused = st.session_state.get("lab_reused")
 if reused and (live is not None or session_link().run_id is not None):
     st.caption("This exact experiment, seed included, " + (

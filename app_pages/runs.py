@@ -28,7 +28,8 @@ table = filter_runs(runs_frame(runs), cells, tasks, statuses)
 stored = runs_store.count_runs() if len(runs) == SHOWN_RUNS else len(runs)
 newest = f" (the newest {SHOWN_RUNS} of {stored} stored)" if stored > len(runs) else ""
 st.caption(f"{len(table)} of {len(runs)} runs{newest}. Status `interrupted` means the training process died; "
-           "everything it wrote is kept.")
+           "everything it wrote is kept. Pinned runs (lesson runs) are kept when the server makes room for new ones; "
+           "the oldest others may be deleted then.")
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={"final loss": st.column_config.NumberColumn(format="%.4g"),
                             "held-out metric": st.column_config.NumberColumn(format="%.4g")})

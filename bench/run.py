@@ -8,7 +8,8 @@ it because on a shared machine it is the steadier of the two. With `--only`, the
 results from the existing JSON file (each case says when it was measured), so a long case can be run apart.
 D1 is not a ratio: it scores the diagnosis on a labelled corpus of runs (see `bench.diagnosis`); B1 compares the
 step budget's estimates with measured steps (`bench.budget`); P8 measures a real server with 1, 10 and 30 browser
-viewers of one live run (`bench.viewers`).
+viewers of one live run (`bench.viewers`); M1 the memory of a long stored run's verdict and export, streamed and
+loaded whole (`bench.streaming`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from . import budget, charts, diagnosis, training, viewers, watching
+from . import budget, charts, diagnosis, streaming, training, viewers, watching
 from .training import Window
 
 CELLS = ("rnn", "lstm", "gru")  # the vanilla RNN with tanh, the one with a fused kernel and most use
@@ -40,9 +41,11 @@ CASES = {  # key: (what A ÷ B compares, target ratio or MB)
     "P8": ("server CPU per second and time to first chart with 1, 10 and 30 viewers of one live run", None),
     "D1": ("precision and recall of problem diagnoses per kind on a labelled corpus of real runs", 1.0),
     "B1": ("measured ÷ estimated seconds of a recorded step over the allowed config space", 2.0),
+    "M1": ("peak memory of a stored run's verdict and export, streamed ÷ loaded whole", 0.5),
 }
-WHOLE_CASE_RUNS = {"D1": diagnosis.corpus_case, "B1": budget.budget_case, "P8": viewers.viewers_case}
-WHOLE_CASES = {"D1": diagnosis.table, "B1": budget.table, "P8": viewers.table}  # their report tables
+WHOLE_CASE_RUNS = {"D1": diagnosis.corpus_case, "B1": budget.budget_case, "P8": viewers.viewers_case,
+                   "M1": streaming.streaming_case}
+WHOLE_CASES = {"D1": diagnosis.table, "B1": budget.table, "P8": viewers.table, "M1": streaming.table}  # their tables
 
 
 @dataclass(frozen=True)

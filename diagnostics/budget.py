@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, sentence
 from .model import task_of
 
 GATE_BLOCKS = {"rnn": 1, "lstm": 4, "gru": 3}  # blocks of `hidden_size` rows in W_hh
@@ -161,7 +161,7 @@ def too_big(config: RunConfig) -> str | None:
 def check(config: RunConfig) -> None:
     """Raise a ConfigError saying what to shrink when the config's step is too big to train here."""
     if (problem := too_big(config)) is not None:
-        raise ConfigError(problem[0].upper() + problem[1:])
+        raise ConfigError(sentence(problem))
 
 
 def _amount(value: float, unit: str) -> str:

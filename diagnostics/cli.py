@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     delete = sub.add_parser("delete", help="delete one stored run and all its data")
     delete.add_argument("run_id", type=_run_id, metavar="RUN_ID")
     delete.add_argument("--db", help=db_help)
+
+    for name, what in (("pin", "keep one run when a server's store quota (GFL_STORE_MB) prunes old runs"),
+                       ("unpin", "let a pinned run be pruned again")):
+        pin = sub.add_parser(name, help=what)
+        pin.add_argument("run_id", type=_run_id, metavar="RUN_ID")
+        pin.add_argument("--db", help=db_help)
     return parser
 
 
@@ -155,14 +161,15 @@ def _num(v) -> str:
 def cmd_runs(args) -> int:
     runs = Store(args.db, create=False).list_runs()
     rows = [{"id": r.id, "created": r.created, "status": r.status, "steps_done": r.steps_done,
-             "config": _summary_of(r.config)} for r in runs]
+             "config": _summary_of(r.config), "pinned": r.pinned} for r in runs]
     if args.json:
         print(strict_json(rows))
         return 0
     if not rows:
         print("no runs stored yet; `python -m diagnostics train` makes one")
     for r in rows:
-        print(f"{r['id']:>5}  {r['created'][:19]}  {r['status']:<11} {r['steps_done']:>7} steps  {r['config']}")
+        pinned = "  (pinned)" if r["pinned"] else ""
+        print(f"{r['id']:>5}  {r['created'][:19]}  {r['status']:<11} {r['steps_done']:>7} steps  {r['config']}{pinned}")
     return 0
 
 
@@ -189,7 +196,15 @@ def cmd_delete(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "runs": cmd_runs, "export": cmd_export, "delete": cmd_delete}
+def cmd_pin(args) -> int:
+    pinned = args.command == "pin"
+    Store(args.db, create=False).pin(args.run_id, pinned)
+    print(f"{'pinned' if pinned else 'unpinned'} run {args.run_id}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "runs": cmd_runs, "export": cmd_export, "delete": cmd_delete, "pin": cmd_pin,
+            "unpin": cmd_pin}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,8 +34,9 @@ def runs_frame(runs: list[RunInfo]) -> pd.DataFrame:
         summary = r.summary or {}
         rows.append({"id": r.id, "created": r.created[:19].replace("T", " "), "status": r.status,
                      "steps done": r.steps_done, **{f: r.config.get(f) for f in TABLE_FIELDS},
-                     "final loss": summary.get("final_loss"), "held-out metric": summary.get("final_metric")})
-    columns = ["id", "created", "status", "steps done", *TABLE_FIELDS, "final loss", "held-out metric"]
+                     "final loss": summary.get("final_loss"), "held-out metric": summary.get("final_metric"),
+                     "pinned": r.pinned})
+    columns = ["id", "created", "status", "steps done", *TABLE_FIELDS, "final loss", "held-out metric", "pinned"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -34,6 +34,12 @@ def quoted(value: object, limit: int = QUOTED_CHARS) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def sentence(clause: object) -> str:
+    """A message clause ("this run is too long …") as the start of a sentence shown on its own."""
+    text = str(clause)
+    return text[:1].upper() + text[1:]
+
+
 class ConfigError(ValueError):
     """A config value that is not allowed; the message names the field, the value and what is allowed."""
 

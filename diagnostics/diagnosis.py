@@ -88,6 +88,12 @@ class Diagnosis:
                 "remedies": [{"label": r.label, "changes": dict(r.changes)} for r in self.remedies]}
 
 
+# What the rules read of a run's metrics: aggregates (tensor "") and the recurrent matrices' rows of these names.
+DIAGNOSED_METRICS = (rd.LOSS, rd.GRAD_NORM_PRE_CLIP, rd.GRAD_NORM, rd.WEIGHT_NORM, rd.SIGMA_MAX, rd.HIDDEN_SATURATION)
+RECURRENT_TENSORS = "rnn.weight_hh_l"
+FROM_DATA = object()  # judge's default: the reach is computed from the data's own time_grads
+
+
 # --- what the run suffered: computed once, read by every rule --------------------------------------------
 @dataclass(frozen=True)
 class Judgement:
@@ -181,10 +187,12 @@ def explosion_harm(data: RunData, config: RunConfig, outcome: Outcome) -> str | 
     return None
 
 
-def judge(data: RunData, config: RunConfig, outcome: Outcome) -> Judgement:
-    """The run as every rule reads it: the gradient's reach and the explosion's harm, computed once."""
-    return Judgement(data=data, config=config, outcome=outcome,
-                     reach=gradient_reach(data.time_grads, outcome.dependency),
+def judge(data: RunData, config: RunConfig, outcome: Outcome, reach: Reach | None | object = FROM_DATA) -> Judgement:
+    """The run as every rule reads it: the gradient's reach and the explosion's harm, computed once. A `reach`
+    computed elsewhere (from the store, without loading every profile) replaces the one of `data.time_grads`."""
+    if reach is FROM_DATA:
+        reach = gradient_reach(data.time_grads, outcome.dependency)
+    return Judgement(data=data, config=config, outcome=outcome, reach=reach,
                      explosion=explosion_harm(data, config, outcome))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -101,13 +101,27 @@ def gradient_reach(time_grads: pd.DataFrame, dep: Dependency) -> Reach | None:
     target = min(dep.target, int(tg["t"].max()))
     if dep.source not in wide.columns or target not in wide.columns:
         return None
-    values = wide.to_numpy(dtype=float)
-    usable = np.isfinite(values).all(axis=1) & (wide[target].to_numpy(dtype=float) > 0)
-    ratios = (wide[dep.source] / wide[target])[usable]
+    ends = pd.DataFrame({"finite": np.isfinite(wide.to_numpy(dtype=float)).all(axis=1),
+                         "source": wide[dep.source], "target": wide[target]}, index=wide.index)
+    return reach_of_ends(ends, lambda step: wide.loc[step, :target].to_numpy(dtype=float))
+
+
+def usable_steps(ends: pd.DataFrame) -> pd.Series:
+    """Which recorded steps can be judged: a profile finite at every t (the source included: a profile too short
+    to reach it cannot be judged) whose loss-side gradient is positive."""
+    return ends["finite"].astype(bool) & np.isfinite(ends["source"]) & (ends["target"] > 0)
+
+
+def reach_of_ends(ends: pd.DataFrame, profile_at: Callable[[int], Sequence[float]]) -> Reach | None:
+    """`gradient_reach` from one row per recorded step (index step; columns finite, source, target: the
+    profile's values at the dependency's two ends) and the whole profile of the step judged, read on demand:
+    the store computes these rows inside SQLite, so a long run's profiles are never all in memory."""
+    ends = ends.sort_index()
+    ratios = (ends["source"] / ends["target"])[usable_steps(ends)]
     if ratios.empty:
         return None
     step = int(ratios.index[-1])
     later = ratios.iloc[1:] if len(ratios) > 1 else ratios
-    profile = tuple(float(v) for v in wide.loc[step, :target].to_numpy(dtype=float))
+    profile = tuple(float(v) for v in profile_at(step))
     return Reach(step=step, ratio=float(later.iloc[-RECENT_PROFILES:].median()), first_step=int(ratios.index[0]),
                  first_ratio=float(ratios.iloc[0]), profile=profile, fit=time_gradient_fit(profile))

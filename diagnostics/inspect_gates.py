@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .cells import GATE_NAMES, Trace
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, sentence
 from .recorder import SATURATION_SIGMOID, SATURATION_TANH
 from .runid import parse_run_id
 from .store import RunInfo, Store, StoreError
@@ -81,7 +81,7 @@ def default_run_index(runs: list[RunInfo], requested: str | None) -> tuple[int, 
     try:
         run_id = parse_run_id(requested)
     except ValueError as e:
-        return 0, f"{str(e)[0].upper()}{str(e)[1:]}; showing the newest run #{ids[0]} instead."
+        return 0, f"{sentence(e)}; showing the newest run #{ids[0]} instead."
     if run_id in ids:
         return ids.index(run_id), None
     return 0, (f"Run {run_id} from the link has no saved weights in this store (or does not exist); "

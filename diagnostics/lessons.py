@@ -353,3 +353,8 @@ def known_outcomes() -> tuple[dict[RunConfig, int], set[RunConfig]]:
             else:
                 cures.setdefault(variant.config, item.number)
     return cures, failures
+
+
+def lesson_configs() -> frozenset[RunConfig]:
+    """Every lesson variant's config: their runs are pinned once trained, so a class's links never train twice."""
+    return frozenset(variant.config for item in LESSONS for variant in item.variants)

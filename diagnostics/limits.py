@@ -9,6 +9,7 @@ experiment), so the slots go to visitors' own experiments, one at a time per add
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ class ServerLimits:
         "GFL_MAX_RUN_MINUTES", 15.0, "a run's estimated training time", "min", zero_lifts=True)
     max_run_megabytes: float = _limit(
         "GFL_MAX_RUN_MB", 500.0, "a run's estimated size in the store", "MB", zero_lifts=True)
+    store_megabytes: float = _limit(
+        "GFL_STORE_MB", 2000.0, "the run store's size: to make room for a new run the oldest runs that are "
+        "not pinned (lesson runs are) and not training are deleted", "MB", zero_lifts=True)
     abandoned_seconds: float = _limit(
         "GFL_ABANDONED_SECONDS", 30.0, "how long a run nobody watches keeps training before it is stopped", "s")
 
@@ -64,3 +68,25 @@ class ServerLimits:
         """Whether the operator switched this limit off (0)."""
         meta = next(f.metadata for f in dataclasses.fields(self) if f.name == name)
         return meta["zero_lifts"] and getattr(self, name) == 0
+
+
+# Behind a reverse proxy every visitor arrives from the proxy's address, so the per-address limits would treat a
+# whole class as one visitor. The operator names the header their proxy sets (e.g. X-Forwarded-For); it is read
+# only then, since any visitor can send that header to a server that is not behind such a proxy.
+FORWARDED_HEADER_ENV = "GFL_FORWARDED_HEADER"
+
+
+def client_address(peer: str | None, headers: Mapping[str, str], environ: Mapping[str, str] | None = None
+                   ) -> str | None:
+    """The visitor's address for the per-address limits: the last address in the operator's forwarding header
+    (the one their proxy appended; earlier ones the visitor may have written), else the connection's peer."""
+    environ = os.environ if environ is None else environ
+    header = environ.get(FORWARDED_HEADER_ENV, "").strip()
+    if header:
+        lowered = {k.lower(): v for k, v in headers.items()}
+        last = lowered.get(header.lower(), "").split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(last))
+        except ValueError:
+            pass  # missing or not an address: the peer is all we know
+    return peer

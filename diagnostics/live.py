@@ -33,7 +33,8 @@ from multiprocessing.connection import Connection
 
 from . import budget
 from .chartcache import SharedChartData
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, sentence
+from .lessons import lesson_configs
 from .limits import ServerLimits
 from .runner import OwnerGone, run_into_store, use_torch_threads
 from .store import Store
@@ -48,6 +49,7 @@ PROGRESS_SECONDS = 0.1  # a run's process reports its step count at most this of
 ETA_AFTER_SECONDS = 1.0  # a rate over a shorter stretch of training is mostly start-up noise
 # forkserver, not fork: the server has Tornado and Streamlit threads whose locks a plain fork could copy held.
 _PROCESSES = multiprocessing.get_context("forkserver")
+LESSON_CONFIGS = lesson_configs()
 _PROCESSES.set_forkserver_preload(["diagnostics.runner"])
 
 
@@ -124,7 +126,7 @@ class RunManager:
         browser session id) at `address` (its client's, None on this machine). A config too big or too long to
         train here raises ConfigError, and a full queue QueueFull, before anything is queued."""
         if (problem := self.refusal(config)) is not None:
-            raise ConfigError(problem[0].upper() + problem[1:])
+            raise ConfigError(sentence(problem))
         address = address or LOCAL
         with self._turn:
             shared = None if fresh else self._joinable(config)
@@ -272,6 +274,9 @@ class RunManager:
             return
         try:
             run.state = "running"
+            if (full := self._make_room(run)) is not None:
+                run.error = full
+                return
             self._follow(run, *self._start_process(run))  # the process registers the run in the store itself
         except Exception as e:  # shown on the page; the stored steps stay readable
             run.error = f"{e} ({type(e).__name__})"
@@ -280,6 +285,22 @@ class RunManager:
                 kept = "everything it recorded is kept" if run.run_id is not None else "nothing was recorded"
                 run.error = f"{run.error}; {kept}"
             self._finish(run, took_slot=True)
+
+    def _make_room(self, run: LiveRun) -> str | None:
+        """Prune the store's oldest unpinned runs so this run's estimated size fits the quota; why it cannot, if
+        it cannot (pinned and training runs fill it)."""
+        quota = self.limits.store_megabytes * 1e6
+        if not quota:
+            return None
+        needed = budget.run_bytes(run.config)
+        with self._turn:
+            live = frozenset(r.run_id for r in self._runs.values() if r.run_id is not None and r.state != "done")
+        self.store.prune(int(quota - needed), keep=live)
+        if (used := self.store.used_bytes()) + needed <= quota:
+            return None
+        return (f"The run store is full: pinned and training runs hold {used / 1e6:.0f} MB of its "
+                f"{quota / 1e6:.0f} MB quota (GFL_STORE_MB), and this run needs about {needed / 1e6:.0f} MB. "
+                "The server's operator can raise the quota, or unpin or delete runs")
 
     def _start_process(self, run: LiveRun) -> tuple[multiprocessing.process.BaseProcess, Connection]:
         receiver, sender = _PROCESSES.Pipe(duplex=False)
@@ -318,6 +339,8 @@ class RunManager:
                     continue
                 if kind == "done":
                     run.summary, run.steps_done = value, value.steps_done
+                    if run.config in LESSON_CONFIGS and value.status in ("completed", "diverged"):
+                        self.store.pin(run.run_id)  # reused by every later visitor of its link: never pruned
                 else:
                     run.error = value
                 return

@@ -52,10 +52,10 @@ EVENT_SKIPPED_STEP = "skipped_step"  # on_nonfinite=skip: the optimiser step was
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in columns})
+    return pd.DataFrame({c: pd.Series(dtype=DTYPES[c]) for c in columns})
 
 
-_DTYPES = {
+DTYPES = {
     "step": "int64",
     "name": "object",
     "layer": "Int64",
@@ -79,7 +79,7 @@ def frame(rows: list[tuple] | list[list], columns: list[str]) -> pd.DataFrame:
     if not rows:
         return _empty(columns)
     df = pd.DataFrame.from_records(rows, columns=columns)
-    return df.astype({c: _DTYPES[c] for c in columns})
+    return df.astype({c: DTYPES[c] for c in columns})
 
 
 @dataclass

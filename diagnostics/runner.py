@@ -15,7 +15,7 @@ from .store import Store, StoreError
 from .model import RecurrentModel, build
 from .summary import RunSummary
 from .train import train
-from .verdict import finish_diagnosis
+from .verdict import finish_diagnosis, stored_verdict
 
 
 TORCH_THREADS_ENV = "GFL_TORCH_THREADS"
@@ -58,7 +58,7 @@ def run_into_store(config: RunConfig, store: Store, stop: threading.Event | None
     try:
         summary, _ = train(config, sink=writer, stop=stop, on_step=on_step, run_id=run_id, on_end=keep_weights)
         writer.flush()
-        finish_diagnosis(summary, store.load(run_id), config)
+        finish_diagnosis(summary, stored_verdict(summary, store, run_id, config), config)
     except OwnerGone:
         writer.flush()
         raise

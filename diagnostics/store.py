@@ -35,16 +35,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
+
 from .config import quoted
 from .runid import MAX_RUN_ID
-from .rundata import EVENT_COLUMNS, GATE_COLUMNS, METRIC_COLUMNS, TIME_GRAD_COLUMNS, RunData, frame
+from .rundata import DTYPES, EVENT_COLUMNS, GATE_COLUMNS, METRIC_COLUMNS, TIME_GRAD_COLUMNS, RunData, frame
 from .rundata import (GRAD_NORM, GRAD_NORM_POST_CLIP, GRAD_NORM_PRE_CLIP, HIDDEN_SATURATION, LOSS, METRIC, SIGMA_MAX,
                       UPDATE_RATIO, WEIGHT_MAX_ABS, WEIGHT_NORM)
 
 DEFAULT_DB_ENV = "GFL_DB"
 # 2: the chart-read indexes; 3: runs found by their config (older stores are upgraded when opened)
-SCHEMA_VERSION = 3
-UPGRADABLE_FROM = (1, 2)
+SCHEMA_VERSION = 4
+UPGRADABLE_FROM = (1, 2, 3)
 MAX_IDLE_CONNECTIONS = 4  # kept open between uses; Streamlit runs each page redraw in a new thread
 APP = "gradient-flow-lab"
 STALE_SECONDS = 120  # a heartbeat this old means the writer on another host is gone
@@ -54,7 +56,7 @@ FINAL_STATUSES = ("completed", "diverged", "stopped")
 EXPORT_FORMATS = ("csv", "parquet")
 
 _TABLES = {"metrics": METRIC_COLUMNS, "time_grads": TIME_GRAD_COLUMNS, "gates": GATE_COLUMNS, "events": EVENT_COLUMNS}
-_RUN_COLUMNS = "id, created, config, status, steps_done, summary, pid, host, heartbeat"
+_RUN_COLUMNS = "id, created, config, status, steps_done, summary, pid, host, heartbeat, pinned"
 _RUN_REF = "run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE"
 
 _SCHEMA = f"""
@@ -70,7 +72,8 @@ CREATE TABLE IF NOT EXISTS runs (
     summary TEXT NOT NULL,
     pid INTEGER NOT NULL,
     host TEXT NOT NULL,
-    heartbeat REAL NOT NULL
+    heartbeat REAL NOT NULL,
+    pinned INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS metrics (
     {_RUN_REF}, step INTEGER NOT NULL, name TEXT NOT NULL, layer INTEGER, tensor TEXT NOT NULL, value REAL
@@ -112,6 +115,7 @@ class RunInfo:
     status: str
     steps_done: int
     summary: dict
+    pinned: bool = False  # kept when the store's quota prunes old runs (lesson runs, or pinned by the operator)
 
 
 def default_db_path() -> Path:
@@ -150,10 +154,10 @@ def _writer_alive(pid: int, host: str, heartbeat: float) -> bool:
 
 def _run_info(row: tuple) -> RunInfo:
     """A runs row as callers see it: JSON parsed, a dead writer's "running" derived as "interrupted"."""
-    run_id, created, config, status, steps_done, summary, pid, host, heartbeat = row
+    run_id, created, config, status, steps_done, summary, pid, host, heartbeat, pinned = row
     if status == "running" and not _writer_alive(pid, host, heartbeat):
         status = "interrupted"
-    return RunInfo(run_id, created, json.loads(config), status, steps_done, json.loads(summary))
+    return RunInfo(run_id, created, json.loads(config), status, steps_done, json.loads(summary), bool(pinned))
 
 
 def _read_meta(path: Path, mode: str) -> tuple[set[str], dict]:
@@ -255,12 +259,13 @@ _CHART_INDEXES = {
 # A finished run of the very config a visitor asks for is shown instead of training it again (runs are seeded).
 _CONFIG_INDEX = "CREATE INDEX IF NOT EXISTS runs_config ON runs (config, status)"
 _INDEXES_SINCE = {2: list(_CHART_INDEXES.values()), 3: [_CONFIG_INDEX]}  # schema version -> indexes it added
+# Schema version -> columns it added, for upgrades only (a new store has them in its CREATE TABLE).
+_COLUMNS_SINCE = {4: ["ALTER TABLE runs ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0"]}
 _CREATE_STORE = _SCHEMA.replace("COMMIT;", "".join(f"{sql};\n" for added in _INDEXES_SINCE.values()
                                                    for sql in added) + "COMMIT;")
 _UPGRADES = {
-    old: "BEGIN IMMEDIATE;\n" + "".join(f"{sql};\n" for version, added in _INDEXES_SINCE.items() if version > old
-                                        for sql in added)
-    + f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';\nCOMMIT;"
+    old: [sql for since in (_COLUMNS_SINCE, _INDEXES_SINCE) for version, added in since.items() if version > old
+          for sql in added] + [f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'"]
     for old in UPGRADABLE_FROM
 }
 _METRIC_ROW = "step, name, layer, tensor, value"
@@ -311,6 +316,12 @@ ORDER BY step, layer, t"""
 _CHART_GATES = f"""
 SELECT step, layer, gate, MIN(t), AVG(mean), AVG(frac_low), AVG(frac_high) FROM gates WHERE {_IN_STEPS}
 GROUP BY step, layer, gate, {_TIME_BUCKET} ORDER BY step, layer, gate, 4"""
+
+
+_TIME_GRAD_ENDS = f"""
+SELECT step, MIN(NOT {_NONFINITE}), MAX(CASE WHEN t = :source THEN value END),
+       MAX(CASE WHEN t = :target THEN value END)
+FROM time_grads INDEXED BY time_grads_run_step WHERE run_id = :run AND layer = 0 GROUP BY step ORDER BY step"""
 
 
 def _next_series(conn: sqlite3.Connection, run_id: int, key: tuple) -> tuple | None:
@@ -408,6 +419,32 @@ def _export_folder(out: Path) -> list[Path]:
     return missing
 
 
+EXPORT_CHUNK_ROWS = 50_000  # rows an export holds in memory at a time
+_ARROW_TYPES = {"int64": "int64", "Int64": "int64", "float64": "float64", "object": "string"}
+
+
+def _export_table(conn: sqlite3.Connection, run_id: int, table: str, fmt: str, path: Path) -> None:
+    """One table of one run into `path`, EXPORT_CHUNK_ROWS rows at a time, in the order `load` gives."""
+    columns = _TABLES[table]
+    cursor = conn.execute(f"SELECT {', '.join(columns)} FROM {table} INDEXED BY {table}_run_step "
+                          "WHERE run_id = ? ORDER BY step, rowid", (run_id,))
+    chunks = iter(lambda: cursor.fetchmany(EXPORT_CHUNK_ROWS), [])
+    if fmt == "csv":
+        with open(path, "w", newline="") as f:
+            frame([], columns).to_csv(f, index=False)
+            for rows in chunks:
+                frame(rows, columns).to_csv(f, index=False, header=False)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(c, getattr(pa, _ARROW_TYPES[DTYPES[c]])()) for c in columns])
+    with pq.ParquetWriter(path, schema) as writer:
+        writer.write_table(pa.Table.from_pandas(frame([], columns), schema=schema, preserve_index=False))
+        for rows in chunks:
+            writer.write_table(pa.Table.from_pandas(frame(rows, columns), schema=schema, preserve_index=False))
+
+
 class Store:
     """All runs in one SQLite file. Each transaction borrows a connection from a small pool, so threads and
     processes can share the file and short-lived threads (one per page redraw) leave no connection behind."""
@@ -421,8 +458,8 @@ class Store:
         self._lock = threading.Lock()
         size = _existing_size(self.path)
         if size:
-            if (version := _validate(self.path)) in _UPGRADES:
-                self._script(_UPGRADES[version], "cannot upgrade the store")
+            if _validate(self.path) in _UPGRADES:
+                self._upgrade()
             return
         if not create:
             raise StoreError(f"no run store at {self.path}; `python -m diagnostics train` makes one there "
@@ -434,6 +471,17 @@ class Store:
                              f"({e.strerror}); pass another --db path") from e
         # IF NOT EXISTS throughout: another process may be creating it too
         self._script("PRAGMA journal_mode = WAL;\n" + _CREATE_STORE, "cannot create a store")
+
+    def _upgrade(self) -> None:
+        """Bring an older store to SCHEMA_VERSION in one transaction; the version is read again inside it, so
+        two processes opening the same old store upgrade it once."""
+        try:
+            with self._transaction("BEGIN IMMEDIATE") as conn:
+                version = int(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+                for sql in _UPGRADES.get(version, []):
+                    conn.execute(sql)
+        except StoreError as e:
+            raise StoreError(f"cannot upgrade the store at {self.path}: {e}") from e
 
     def _script(self, script: str, failure: str) -> None:
         try:
@@ -564,6 +612,13 @@ class Store:
         with self._transaction("BEGIN") as conn:
             return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
+    def row_counts(self, run_id: int) -> dict[str, int]:
+        """How many rows each table holds for one run (counted on the run's index, nothing loaded)."""
+        with self._transaction("BEGIN") as conn:
+            self._row(conn, run_id)
+            return {table: conn.execute(f"SELECT COUNT(*) FROM {table} INDEXED BY {table}_run_step WHERE run_id = ?",
+                                        (run_id,)).fetchone()[0] for table in _TABLES}
+
     def find_finished(self, config: dict) -> int | None:
         """The newest run of exactly this config that ended on its own ("completed" or "diverged"), if any: runs
         are seeded, so training it again would give the same numbers."""
@@ -606,6 +661,49 @@ class Store:
         return RunData(metrics=frame(metrics, METRIC_COLUMNS), time_grads=frame(time_grads, TIME_GRAD_COLUMNS),
                        gates=frame(gates, GATE_COLUMNS), events=frame(events, EVENT_COLUMNS))
 
+    def load_for_diagnosis(self, run_id: int, names: tuple[str, ...], tensor_prefix: str) -> RunData:
+        """The rows a verdict reads, so diagnosing a long run does not load it whole: the metrics `names` that
+        are aggregates (tensor "") or belong to tensors named `tensor_prefix`…, the gates of the last recorded
+        step and every event. Gradients through time come from `time_grad_ends` and `time_grad_profile`."""
+        marks = ", ".join("?" * len(names))
+        with self._transaction("BEGIN") as conn:
+            self._row(conn, run_id)
+            metrics = conn.execute(
+                f"SELECT {_METRIC_ROW} FROM metrics INDEXED BY metrics_run_name_step WHERE run_id = ? "
+                f"AND name IN ({marks}) AND (tensor = '' OR substr(tensor, 1, ?) = ?) ORDER BY step, rowid",
+                (run_id, *names, len(tensor_prefix), tensor_prefix)).fetchall()
+            gates = conn.execute(
+                f"SELECT {', '.join(GATE_COLUMNS)} FROM gates WHERE run_id = :run AND step = "
+                "(SELECT MAX(step) FROM gates WHERE run_id = :run) ORDER BY rowid", {"run": run_id}).fetchall()
+            events = conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE run_id = ? "
+                                  "ORDER BY step, rowid", (run_id,)).fetchall()
+        return RunData(metrics=frame(metrics, METRIC_COLUMNS), gates=frame(gates, GATE_COLUMNS),
+                       events=frame(events, EVENT_COLUMNS))
+
+    def time_grad_ends(self, run_id: int, source: int, target: int) -> tuple[pd.DataFrame, int] | None:
+        """Per recorded step of layer 0: whether its whole profile is finite and ||dL/dh_t|| at `source` and at
+        `target` clamped to the last recorded t (NaN past it), computed inside SQLite (the input of
+        `gradflow.reach_of_ends`), and that clamped target; None when layer 0 has no recorded profile."""
+        with self._transaction("BEGIN") as conn:
+            self._row(conn, run_id)
+            last_t = conn.execute("SELECT MAX(t) FROM time_grads WHERE run_id = ? AND layer = 0",
+                                  (run_id,)).fetchone()[0]
+            if last_t is None:
+                return None
+            target = min(target, last_t)
+            rows = conn.execute(_TIME_GRAD_ENDS, {"run": run_id, "source": source, "target": target}).fetchall()
+        ends = pd.DataFrame(rows, columns=["step", "finite", "source", "target"]).set_index("step")
+        return ends.astype({"finite": bool, "source": float, "target": float}), target
+
+    def time_grad_profile(self, run_id: int, step: int, last_t: int = MAX_RUN_ID) -> list[float]:
+        """Layer 0's ||dL/dh_t|| for t = 1..`last_t` (default: all) at one recorded step, NaN where it was not
+        finite."""
+        with self._transaction("BEGIN") as conn:
+            self._row(conn, run_id)
+            rows = conn.execute("SELECT value FROM time_grads INDEXED BY time_grads_run_step WHERE run_id = ? "
+                                "AND step = ? AND layer = 0 AND t <= ? ORDER BY t", (run_id, step, last_t))
+            return [math.nan if value is None else value for (value,) in rows]
+
     def save_checkpoint(self, run_id: int, step: int, weights: bytes) -> None:
         """Keep a run's weights (serialised state dict) so pages can look inside the trained model later."""
         with self._transaction("BEGIN IMMEDIATE") as conn:
@@ -630,36 +728,69 @@ class Store:
                                  "shell that trains it), then delete it")
             conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
 
+    def pin(self, run_id: int, pinned: bool = True) -> None:
+        """Keep a run when `prune` makes room (or, with `pinned` False, let it go again)."""
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            self._row(conn, run_id)
+            conn.execute("UPDATE runs SET pinned = ? WHERE id = ?", (int(pinned), run_id))
+
+    def used_bytes(self) -> int:
+        """Bytes of the file that hold data: deleted runs' pages are free and reused by the next rows, so the
+        file stays at the size of the most it ever held while this counts what it holds now."""
+        with self._transaction("BEGIN") as conn:
+            pages, free, size = (conn.execute(f"PRAGMA {name}").fetchone()[0]
+                                 for name in ("page_count", "freelist_count", "page_size"))
+            return (pages - free) * size
+
+    def prune(self, quota_bytes: int, keep: frozenset[int] = frozenset()) -> list[int]:
+        """Delete the oldest runs that are neither pinned, training nor in `keep` until the store holds at most
+        `quota_bytes`; return their ids. Runs that must stay may leave it above the quota (the caller decides
+        what then)."""
+        pruned: list[int] = []
+        while self.used_bytes() > quota_bytes:
+            with self._transaction("BEGIN IMMEDIATE") as conn:
+                rows = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE pinned = 0 ORDER BY id")
+                oldest = next((info.id for info in map(_run_info, rows)
+                               if info.status != "running" and info.id not in keep), None)
+                if oldest is None:
+                    break
+                conn.execute("DELETE FROM runs WHERE id = ?", (oldest,))
+            pruned.append(oldest)
+        return pruned
+
     def export(self, run_id: int, fmt: str, out: str | os.PathLike) -> list[Path]:
         """Write a run as one file per table plus run.json into directory `out`, for tools outside this project.
 
-        All or nothing: the files are written under temporary names and renamed once every one is complete, so a
-        full disk or an unwritable folder leaves no partial export (and a folder made for it is removed)."""
+        Streamed: rows go from one read snapshot to the files EXPORT_CHUNK_ROWS at a time, so a long run is
+        never in memory whole. All or nothing: the files are written under temporary names and renamed once every
+        one is complete, so a full disk or an unwritable folder leaves no partial export (and a folder made for
+        it is removed)."""
         if fmt not in EXPORT_FORMATS:
             raise StoreError(f"unknown export format {quoted(fmt)}; use one of: {', '.join(EXPORT_FORMATS)}")
-        info, data = self.get_run(run_id), self.load(run_id)
+        self.get_run(run_id)  # an unknown run is refused before any folder is made
         out = Path(out).expanduser().absolute()
         made = _export_folder(out)
         names = [f"{table}.{fmt}" for table in _TABLES] + ["run.json"]
         staged: list[Path] = []
         try:
-            for name in names:
-                part = out / f".{name}.part-{os.getpid()}"
-                staged.append(part)
-                if name == "run.json":
-                    part.write_text(strict_json(dataclasses.asdict(info)) + "\n")
-                elif fmt == "csv":
-                    getattr(data, name.split(".")[0]).to_csv(part, index=False)
-                else:
-                    getattr(data, name.split(".")[0]).to_parquet(part, index=False)
+            with self._transaction("BEGIN") as conn:
+                info = _run_info(self._row(conn, run_id))
+                for name in names:
+                    part = out / f".{name}.part-{os.getpid()}"
+                    staged.append(part)
+                    if name == "run.json":
+                        part.write_text(strict_json(dataclasses.asdict(info)) + "\n")
+                    else:
+                        _export_table(conn, run_id, name.split(".")[0], fmt, part)
             for part, name in zip(staged, names):
                 part.replace(out / name)
-        except OSError as e:
+        except (OSError, StoreError) as e:
             for part in staged:
                 part.unlink(missing_ok=True)
             if made:
                 shutil.rmtree(made[-1], ignore_errors=True)
-            raise StoreError(f"cannot export run {run_id} into {out}: {e.strerror or e}; nothing was written") from e
+            why = e.strerror or e if isinstance(e, OSError) else e
+            raise StoreError(f"cannot export run {run_id} into {out}: {why}; nothing was written") from e
         return [out / name for name in names]
 
     def export_zip(self, run_id: int, fmt: str = "csv") -> bytes:

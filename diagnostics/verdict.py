@@ -6,13 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import RunConfig
-from .diagnosis import EXPLODING, PROBLEM, VANISHING, Diagnosis, Judgement, diagnose_judged, fraction_of, judge
-from .gradflow import VANISHED
+from .diagnosis import (DIAGNOSED_METRICS, EXPLODING, FROM_DATA, PROBLEM, RECURRENT_TENSORS, VANISHING, Diagnosis,
+                        Judgement, diagnose_judged, fraction_of, judge)
+from .gradflow import VANISHED, Reach, reach_of_ends
 from .lessons import known_outcomes
 from .model import task_of
 from .outcome import outcome_of
 from .remedies import fit_to_known_runs
-from .rundata import RunData
+from .rundata import TIME_GRAD_COLUMNS, RunData, frame
+from .store import Store
 from .summary import RunSummary
 
 
@@ -23,9 +25,10 @@ class Verdict:
     headline: str
 
 
-def verdict_of(summary: RunSummary, data: RunData, config: RunConfig) -> Verdict:
+def verdict_of(summary: RunSummary, data: RunData, config: RunConfig, reach: Reach | None | object = FROM_DATA
+               ) -> Verdict:
     """Judge the run once, diagnose it, fit the remedies to the lessons and say it in one sentence."""
-    j = judge(data, config, outcome_of(summary.status, summary.final_metric, data, task_of(config)))
+    j = judge(data, config, outcome_of(summary.status, summary.final_metric, data, task_of(config)), reach)
     cures, failures = known_outcomes()
     found = [d if not d.remedies else Diagnosis(d.kind, d.rule, d.message, d.evidence,
                                                 fit_to_known_runs(config, d.remedies, cures, failures), d.severity)
@@ -61,9 +64,27 @@ def headline(diagnoses: list[Diagnosis], j: Judgement) -> str:
             f"{reaches}: more steps or another learning rate may help{noted}.")
 
 
-def finish_diagnosis(summary: RunSummary, data: RunData, config: RunConfig) -> None:
-    """Attach the verdict of the recorded data to the summary: its diagnoses, headline and outcome."""
-    v = verdict_of(summary, data, config)
+def stored_verdict(summary: RunSummary, store: Store, run_id: int, config: RunConfig) -> Verdict:
+    """`verdict_of` a stored run, reading only what the rules use: a few metric rows per step, one row per
+    recorded profile (its two ends, summed up inside SQLite), the profile judged and the last gates. Memory
+    then grows with the run's steps by a few rows each, not with its steps × time steps × layers."""
+    data = store.load_for_diagnosis(run_id, DIAGNOSED_METRICS, RECURRENT_TENSORS)
+    dep = task_of(config).dependency()
+    found = store.time_grad_ends(run_id, dep.source, dep.target)
+    reach = None
+    if found is not None:
+        ends, target = found
+        reach = reach_of_ends(ends, lambda step: store.time_grad_profile(run_id, step, target))
+        judged = reach.step if reach is not None else int(ends.index[0])
+        data.time_grads = frame([(judged, 0, t, v) for t, v in enumerate(store.time_grad_profile(run_id, judged), 1)],
+                                TIME_GRAD_COLUMNS)
+    return verdict_of(summary, data, config, reach)
+
+
+def finish_diagnosis(summary: RunSummary, data: RunData | Verdict, config: RunConfig) -> None:
+    """Attach the verdict of the recorded data (or a verdict already made) to the summary: its diagnoses,
+    headline and outcome."""
+    v = data if isinstance(data, Verdict) else verdict_of(summary, data, config)
     summary.diagnoses = [d.to_dict() for d in v.diagnoses]
     summary.verdict = v.headline
     summary.learned = v.judgement.outcome.beaten

@@ -25,10 +25,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(db: Path, log: Path, max_runs: int = 2):
-    """Start the dashboard; its output goes to a file (a full pipe would block it)."""
+def streamlit_server(db: Path, log: Path, max_runs: int = 2, environ: dict[str, str] | None = None):
+    """Start the dashboard (`environ`: more variables for it, e.g. limits); its output goes to a file (a full pipe
+    would block it)."""
     port = free_port()
-    env = {**os.environ, "GFL_DB": str(db), "GFL_MAX_RUNS": str(max_runs), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "GFL_DB": str(db), "GFL_MAX_RUNS": str(max_runs), "PYTHONPATH": str(ROOT), **(environ or {})}
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard.py"), "--server.headless", "true",

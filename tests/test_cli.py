@@ -108,6 +108,19 @@ def test_runs_export_and_delete(tmp_path):
     assert [r["id"] for r in strict(cli("runs", "--json", db=db).stdout)] == [second["run_id"]]
 
 
+def test_pin_and_unpin_a_run(tmp_path):
+    db = tmp_path / "runs.sqlite"
+    run = strict(cli("train", *FAST, "--steps", "2", "--json", "--quiet", db=db).stdout.splitlines()[-1])
+    assert [r["pinned"] for r in strict(cli("runs", "--json", db=db).stdout)] == [False]
+    assert cli("pin", str(run["run_id"]), db=db).stdout == f"pinned run {run['run_id']}\n"
+    assert [r["pinned"] for r in strict(cli("runs", "--json", db=db).stdout)] == [True]
+    assert cli("runs", db=db).stdout.rstrip().endswith("(pinned)")
+    assert cli("unpin", str(run["run_id"]), db=db).stdout == f"unpinned run {run['run_id']}\n"
+    assert [r["pinned"] for r in strict(cli("runs", "--json", db=db).stdout)] == [False]
+    missing = cli("pin", "999", db=db, check=False)
+    assert (missing.returncode, missing.stderr.startswith("error: no run 999 in ")) == (2, True)
+
+
 @pytest.mark.parametrize("args,message", [
     (["train", "--cell", "transformer"], "cell='transformer' is not valid; allowed: one of rnn, lstm, gru"),
     (["train", "--steps", "0"], "steps=0 is out of range; allowed: an integer from 1 to 100000"),

@@ -127,3 +127,9 @@ def test_bench_quick_writes_every_case(tmp_path):
     [p8] = report["P8"]["results"]  # two browser viewers of one live run on a real server
     assert p8["viewers"] == 2 and 0 < p8["first_chart_median_s"] <= p8["first_chart_max_s"]
     assert p8["server_cpu_per_s"] > 0 and "P8: server CPU" in done.stdout
+    assert p8["run_steps_per_s"] > 0  # measured while the run still trained
+    m1 = report["M1"]  # a 100-step LSTM at T=200 recorded every step, its verdict and export both ways
+    assert m1["rows"]["time_grads"] == 100 * 200 and m1["rows"]["gates"] == 100 * 4 * 200
+    assert m1["same_verdict"] and set(m1["sides"]) == {"verdict-streamed", "verdict-whole", "export-streamed",
+                                                        "export-whole"}
+    assert all(s["seconds"] > 0 for s in m1["sides"].values()) and "M1: peak memory" in done.stdout

@@ -279,8 +279,14 @@ def test_visitors_of_one_link_share_its_run_and_a_later_one_sees_it_stored(db):
     assert any("is being trained for another visitor: you are watching the same run" in c for c in captions(student))
     assert not any("another visitor" in c for c in captions(teacher))
     next(b for b in teacher.button if b.label == "Stop").click().run()  # the student still watches
-    assert "You left the run; 1 other visitor(s) are watching it, so it keeps training for them." in [
-        i.value for i in teacher.info]
+    assert any(i.value.startswith("You left the run; 1 other visitor(s) are watching it, so it keeps training for "
+                                  "them (") for i in teacher.info)
+    teacher.run()  # the next redraw still says so, and offers to rejoin instead of an empty page
+    assert any(i.value.startswith("You left the run; 1 other") for i in teacher.info)
+    assert not any(i.value.startswith("No run yet") for i in teacher.info)
+    next(b for b in teacher.button if b.label == "Watch it again").click().run()
+    assert not next(b for b in teacher.button if b.label == "Stop").disabled  # watching the live run again
+    assert not any(i.value.startswith("You left the run") for i in teacher.info)
     run_until(student, "completed after 2000 steps", seconds=300)
     [run] = Store(db).list_runs()
     assert run.status == "completed"

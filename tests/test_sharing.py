@@ -8,7 +8,8 @@ import time
 import pytest
 
 from diagnostics.config import ConfigError, RunConfig
-from diagnostics.limits import ServerLimits
+from diagnostics.lessons import lesson, lesson_configs
+from diagnostics.limits import FORWARDED_HEADER_ENV, ServerLimits, client_address
 from diagnostics.live import QueueFull, RunManager
 from tests.waiting import wait_for
 
@@ -132,6 +133,58 @@ def test_a_runs_chart_data_is_read_once_for_all_its_viewers_until_it_changes(tmp
     assert manager.charts.get(run.run_id).loss["step"].max() == 6 and manager.charts.computed == 2
 
 
+def test_a_lesson_run_is_pinned_once_trained_and_other_runs_are_not(tmp_path):
+    manager = make(tmp_path)
+    config = lesson(1).variants[0].config  # diverges within a few steps
+    assert config in lesson_configs()
+    lesson_run, own = manager.submit(config, owner="teacher"), manager.submit(SMALL, owner="student")
+    wait_for(lambda: lesson_run.state == own.state == "done")
+    assert lesson_run.summary.status == "diverged" and manager.store.get_run(lesson_run.run_id).pinned
+    assert own.summary.status == "completed" and not manager.store.get_run(own.run_id).pinned
+
+
+def trained(manager: RunManager, config: RunConfig) -> int:
+    run = manager.submit(config, owner="visitor")
+    wait_for(lambda: run.state == "done")
+    assert run.error is None, run.error
+    return run.run_id
+
+
+def test_a_full_store_makes_room_by_pruning_its_oldest_unpinned_runs(tmp_path):
+    filler = SMALL.replace(steps=200)
+    first = make(tmp_path)
+    oldest, pinned, _ = (trained(first, filler.replace(seed=k)) for k in (1, 2, 3))
+    first.store.pin(pinned)
+    used = first.store.used_bytes()
+    # A quota the store already fills: the next run must make room for its estimated size.
+    manager = make(tmp_path, store_megabytes=used / 1e6)
+    new = trained(manager, SMALL.replace(seed=4))
+    left = {r.id for r in manager.store.list_runs()}
+    assert oldest not in left and {pinned, new} <= left  # the oldest unpinned went first; pinned runs stay
+    assert manager.store.used_bytes() <= used  # the quota holds: the new run's estimate covers what it wrote
+
+
+def test_a_store_full_of_pinned_runs_refuses_a_new_run_and_deletes_nothing(tmp_path):
+    first = make(tmp_path)
+    kept = [trained(first, SMALL.replace(seed=k)) for k in (1, 2)]
+    for run_id in kept:
+        first.store.pin(run_id)
+    manager = make(tmp_path, store_megabytes=first.store.used_bytes() / 1e6)
+    run = manager.submit(SMALL.replace(seed=3), owner="visitor")
+    wait_for(lambda: run.state == "done")
+    assert run.run_id is None and run.error.startswith("The run store is full: pinned and training runs hold ")
+    assert "(GFL_STORE_MB)" in run.error and run.error.endswith("; nothing was recorded")
+    assert [r.id for r in manager.store.list_runs()] == kept[::-1]
+
+
+def test_lifting_the_store_quota_prunes_nothing(tmp_path):
+    first = make(tmp_path)
+    old = trained(first, SMALL.replace(seed=1))
+    manager = make(tmp_path, store_megabytes=0)
+    new = trained(manager, SMALL.replace(seed=2))
+    assert [r.id for r in manager.store.list_runs()] == [new, old]
+
+
 @pytest.mark.parametrize("variable, raw, message", [
     ("GFL_MAX_RUNS", "many", "GFL_MAX_RUNS='many' is not valid: runs training at once (one per core of the "
                              "reference server) must be a whole number of at least 1"),
@@ -144,3 +197,14 @@ def test_a_bad_limit_in_the_environment_is_named(monkeypatch, variable, raw, mes
     with pytest.raises(ValueError) as err:
         ServerLimits.from_env()
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("header, headers, expected", [
+    ("", {"X-Forwarded-For": "203.0.113.9"}, "10.0.0.1"),  # not trusted unless the operator names it
+    ("X-Forwarded-For", {"x-forwarded-for": "198.51.100.4, 203.0.113.9"}, "203.0.113.9"),  # the proxy's entry
+    ("X-Real-IP", {"X-Real-IP": "2001:db8::1"}, "2001:db8::1"),
+    ("X-Forwarded-For", {}, "10.0.0.1"),
+    ("X-Forwarded-For", {"X-Forwarded-For": "![x](http://evil/)"}, "10.0.0.1"),  # not an address: ignored
+], ids=["untrusted", "last-entry", "ipv6", "missing", "garbage"])
+def test_the_client_address_comes_from_the_proxy_header_only_when_the_operator_names_it(header, headers, expected):
+    assert client_address("10.0.0.1", headers, {FORWARDED_HEADER_ENV: header}) == expected

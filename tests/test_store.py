@@ -19,8 +19,10 @@ import pandas as pd
 import pytest
 
 from diagnostics.rundata import EVENT_COLUMNS, GATE_COLUMNS, METRIC_COLUMNS, TIME_GRAD_COLUMNS, RunData, frame
+from diagnostics import store as store_module
 from diagnostics.store import (
     DEFAULT_DB_ENV,
+    EXPORT_CHUNK_ROWS,
     SCHEMA_VERSION,
     STALE_SECONDS,
     RunInfo,
@@ -221,9 +223,14 @@ def read_export(path: Path, like: pd.DataFrame) -> pd.DataFrame:
     return df.astype(like.dtypes.to_dict())
 
 
+@pytest.mark.parametrize("chunk", [3, EXPORT_CHUNK_ROWS], ids=["many-chunks", "one-chunk"])
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_export_rereads_equal_to_load(store, tmp_path, fmt):
-    run_id, _ = write_run(store, steps=5)
+def test_export_rereads_equal_to_load(store, tmp_path, fmt, chunk, monkeypatch):
+    """Streamed a few rows at a time (chunk boundaries inside steps included), the files hold exactly what load()
+    gives, in its order and with its dtypes."""
+    monkeypatch.setattr(store_module, "EXPORT_CHUNK_ROWS", chunk)
+    run_id, written = write_run(store, steps=5)
+    assert len(written["metrics"]) > 3 * chunk or chunk == EXPORT_CHUNK_ROWS
     paths = store.export(run_id, fmt, tmp_path / "out")
     names = [f"{t}.{fmt}" for t in TABLES] + ["run.json"]
     assert paths == [tmp_path / "out" / n for n in names]
@@ -239,6 +246,7 @@ def test_export_rereads_equal_to_load(store, tmp_path, fmt):
         "status": "completed",
         "steps_done": 5,
         "summary": {"final_loss": 0.5},
+        "pinned": False,
     }
 
 
@@ -320,7 +328,7 @@ def test_new_path_gets_folder_schema_and_wal(tmp_path):
     with Store(path) as s:
         assert s.path == path and s.list_runs() == []
     assert sql(path, "PRAGMA journal_mode") == [("wal",)]
-    assert dict(sql(path, "SELECT key, value FROM meta")) == {"app": "gradient-flow-lab", "schema_version": "3"}
+    assert dict(sql(path, "SELECT key, value FROM meta")) == {"app": "gradient-flow-lab", "schema_version": "4"}
     indexes = {name for (name,) in sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"metrics_chart_blocks128", "metrics_nonfinite", "runs_config"} <= indexes  # before any run grows long
 
@@ -330,13 +338,14 @@ def test_a_version_1_store_is_upgraded_with_its_runs_kept(tmp_path):
     with Store(path) as s:
         run_id, _ = write_run(s, steps=3)
         before = s.load(run_id)
-    # What a version-1 store was: the same tables without the chart indexes.
+    # What a version-1 store was: the same tables without the chart indexes and the pinned column.
     sql(path, "DROP INDEX metrics_chart_blocks128")
+    sql(path, "ALTER TABLE runs DROP COLUMN pinned")
     sql(path, "DROP INDEX metrics_nonfinite")
     sql(path, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     with Store(path) as s:
         after = s.load(run_id)
-    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == "3"
+    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == "4"
     indexes = {name for (name,) in sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"metrics_chart_blocks128", "metrics_nonfinite", "runs_config"} <= indexes
     pd.testing.assert_frame_equal(after.metrics, before.metrics)
@@ -347,10 +356,53 @@ def test_a_version_2_store_is_upgraded_and_finds_its_runs_by_config(tmp_path):
     with Store(path) as s:
         run_id, _ = write_run(s, steps=3, seed=5)
     sql(path, "DROP INDEX runs_config")  # what a version-2 store was
+    sql(path, "ALTER TABLE runs DROP COLUMN pinned")
     sql(path, "UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     with Store(path) as s:
         assert s.find_finished({"seed": 5, "lr": 0.1}) == run_id
-    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == "3"
+    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == "4"
+
+
+def test_a_version_3_store_is_upgraded_once_with_its_runs_unpinned(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    with Store(path) as s:
+        run_id, _ = write_run(s, steps=3)
+    sql(path, "ALTER TABLE runs DROP COLUMN pinned")  # what a version-3 store was
+    sql(path, "UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    first, second = Store(path), Store(path)  # the second sees version 4 already and changes nothing
+    assert first.get_run(run_id).pinned is False
+    second.pin(run_id)
+    assert first.get_run(run_id).pinned is True
+    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == "4"
+    first.close(), second.close()
+
+
+def test_pruning_deletes_the_oldest_runs_that_are_not_pinned_training_or_kept(store):
+    ids = [write_run(store, steps=60, seed=k)[0] for k in range(6)]
+    training = store.create_run({"seed": 99})  # registered by this process: running
+    store.pin(ids[0])
+    full = store.used_bytes()
+    file_size = store.path.stat().st_size
+    one_run = full // 7
+    pruned = store.prune(full - 2 * one_run, keep=frozenset({ids[1]}))
+    assert len(pruned) >= 2 and pruned == ids[2:][:len(pruned)]  # oldest first, until under the quota
+    assert store.used_bytes() <= full - 2 * one_run
+    left = {r.id for r in store.list_runs()}
+    assert {ids[0], ids[1], training} <= left and not left & set(pruned)
+    assert store.path.stat().st_size <= file_size  # freed pages are reused, the file does not grow
+    assert store.prune(0) == [i for i in ids[1:] if i in left]  # everything that may go, and then it stops
+    assert {r.id for r in store.list_runs()} == {ids[0], training}
+    store.pin(ids[0], False)
+    assert store.prune(0) == [ids[0]]
+
+
+def test_used_bytes_count_rows_and_fall_when_a_run_is_deleted(store):
+    empty = store.used_bytes()
+    run_id, _ = write_run(store, steps=200)
+    grown = store.used_bytes()
+    assert grown > empty + 200 * 4 * 20  # at least 20 bytes a row for the metrics alone
+    store.delete(run_id)
+    assert store.used_bytes() < empty + (grown - empty) / 10
 
 
 def test_find_finished_takes_the_newest_run_of_that_exact_config_that_ended_on_its_own(store):

@@ -2,12 +2,18 @@
 the harm and stays a note or silent on one that does not. The lessons' own runs are judged in test_lessons.py;
 the labelled corpus with precision and recall is the benchmark `python -m bench --only D1`."""
 
+import dataclasses
 import functools
 
 import pytest
 
+import pandas as pd
+
 from diagnostics.config import RunConfig
+from diagnostics.rundata import RunData
+from diagnostics.store import Store
 from diagnostics.train import finish_diagnosis, train
+from diagnostics.verdict import stored_verdict, verdict_of
 
 FAR = RunConfig(hidden_size=32, seq_len=15, steps=800)
 
@@ -16,10 +22,28 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.cache
+def trained(config: RunConfig):
+    return train(config)
+
+
+@functools.cache
 def verdict(config: RunConfig):
-    summary, data = train(config)
+    summary, data = trained(config)
+    summary = dataclasses.replace(summary)
     finish_diagnosis(summary, data, config)
     return summary
+
+
+def into_store(store: Store, config: RunConfig, data: RunData) -> int:
+    """The run's recorded rows, written through the store's own writer as training writes them."""
+    run_id = store.create_run(config.to_dict())
+    writer = store.writer(run_id, flush_every=10**9)
+    tables = {name: [tuple(None if pd.isna(v) else getattr(v, "item", lambda: v)() for v in row)
+                     for row in getattr(data, name).itertuples(index=False)]
+              for name in ("metrics", "time_grads", "gates", "events")}
+    writer.add(int(data.metrics["step"].max()), **tables)
+    writer.flush()
+    return run_id
 
 
 def severities(summary) -> list[tuple[str, str, str]]:
@@ -41,8 +65,6 @@ RUNS = {
     "gru-weights-grow-without-bound": (
         RunConfig(cell="gru", clip="none", lr=20.0, steps=300), ["loss_divergence", "weight_growth", "clip_spikes"],
         ["saturation"]),
-    "two-layer-lstm-learns-then-loses-it": (
-        FAR.replace(cell="lstm", num_layers=2, seed=2), ["loss_divergence", "clip_spikes"], ["time_decay"]),
     "irnn-with-large-steps-dies": (FAR.replace(activation="relu", init="identity"), ["time_decay", "saturation"], []),
     "lstm-forget-bias-minus-2": (FAR.replace(cell="lstm", forget_bias=-2.0, seq_len=30, steps=300),
                                  ["time_decay"], []),
@@ -68,6 +90,22 @@ def test_verdict_of_a_run_with_a_known_outcome(config, expected, notes):
             assert all(getattr(config, k) != v for k, v in remedy["changes"].items()), remedy
 
 
+@pytest.mark.parametrize("config", [c for c, _, _ in RUNS.values()] + [FAR.replace(record_every=0)],
+                         ids=list(RUNS) + ["unrecorded"])
+def test_a_stored_run_gets_the_same_verdict_without_being_loaded_whole(config, tmp_path):
+    """The runner diagnoses from the store (a few rows per step, profiles summed up in SQLite): its verdict must be
+    the one the whole recording gives, on every run whose outcome these tests know."""
+    summary, data = trained(config)
+    with Store(tmp_path / "runs.sqlite") as store:
+        streamed = stored_verdict(summary, store, into_store(store, config, data), config)
+    whole = verdict_of(summary, data, config)
+    assert streamed.headline == whole.headline
+    assert [d.to_dict() for d in streamed.diagnoses] == [d.to_dict() for d in whole.diagnoses]
+    assert streamed.judgement.reach == whole.judgement.reach
+    if not data.time_grads.empty:
+        assert streamed.judgement.reach is not None
+
+
 def test_the_issue_example_no_longer_calls_a_horizon_beyond_the_sequence_vanishing():
     """LSTM, forget bias 3, adding at T = 100: it learned, so no vanishing problem and a plain headline."""
     summary = verdict(RUNS["lstm-forget-bias-3-learns-adding-at-100"][0])
@@ -87,10 +125,41 @@ def test_a_run_that_did_not_learn_with_a_healthy_gradient_gets_no_problem_but_sa
     assert summary.verdict.endswith("of the one at the verb: more steps or another learning rate may help.")
 
 
+# Lesson 3's sentences with a two-layer LSTM: some seeds learn and keep it, some learn and then lose it to a jump
+# of the loss, some never learn. Which seed does which is chaotic (it differs between CPUs: the floating-point
+# order of one matrix product is enough), so the runs are labelled by their own training-batch accuracy, which
+# the rule does not read, and every seed must get the verdict its label calls for.
+TWO_LAYER_SEEDS = [FAR.replace(cell="lstm", num_layers=2, seed=seed) for seed in range(6)]
+LEARNED, CHANCE = 0.9, 0.6
+
+
+def accuracy_course(config: RunConfig) -> tuple[float, float]:
+    """(best 20-step mean training-batch accuracy, held-out accuracy at the end)."""
+    summary, data = trained(config)
+    return float(data.series("metric").rolling(20).mean().max()), summary.final_metric
+
+
+def test_two_layer_lstms_that_learn_then_lose_it_are_called_exploding_and_those_that_keep_it_are_not():
+    lost = kept = 0
+    for config in TWO_LAYER_SEEDS:
+        best, final = accuracy_course(config)
+        summary = verdict(config)
+        if best >= LEARNED and final < CHANCE:
+            lost += 1
+            assert problems(summary)[:1] == ["loss_divergence"], (config.seed, severities(summary))
+            assert summary.learned is False
+        elif final >= LEARNED:
+            kept += 1
+            assert problems(summary) == [] and summary.learned, (config.seed, severities(summary))
+    assert lost and kept, (lost, kept)  # both kinds are among the seeds, so neither branch is vacuous
+
+
 def test_headlines_name_the_problem_and_count_the_notes():
-    summary = verdict(RUNS["two-layer-lstm-learns-then-loses-it"][0])
-    assert summary.verdict == ("Problem: exploding gradients (the loss jumped back up and did not recover); "
-                               "1 note.")
+    summary = next(verdict(c) for c in TWO_LAYER_SEEDS if accuracy_course(c)[0] >= LEARNED
+                   and accuracy_course(c)[1] < CHANCE)
+    notes = sum(d["severity"] == "note" for d in summary.diagnoses)
+    assert summary.verdict.startswith("Problem: exploding gradients (the loss jumped back up and did not recover")
+    assert summary.verdict.endswith(f"; {notes} note{'s' * (notes != 1)}." if notes else ").")
     summary = verdict(RUNS["lstm-forget-bias-minus-2"][0])
     assert summary.verdict == ("Problem: vanishing gradients (the gradient does not reach the subject and the "
                                "model did not learn).")
