@@ -4,13 +4,13 @@ and `export` do) ÷ with the run loaded whole (what they did before).
 The run is trained once into a temporary store (an LSTM recording every step at T=200, so its time_grads and
 gates tables hold millions of rows); then each side reads it in a fresh interpreter (`python -m bench.streaming
 SIDE DB RUN_ID`), so nothing one side allocated counts for the other, and prints one JSON object. Memory is the
-interpreter's peak resident set (ru_maxrss) minus its resident set just before the side ran.
+interpreter's peak resident set while the side ran (VmHWM, reset just before it through /proc/self/clear_refs, so
+the peak of importing torch does not count) minus its resident set just before.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,6 +34,13 @@ QUICK_CONFIG = CONFIG.replace(steps=100)
 SIDES = ("verdict-streamed", "verdict-whole", "export-streamed", "export-whole")
 
 
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def _summary(info) -> RunSummary:
     fields = RunSummary.__dataclass_fields__
     return RunSummary(**{k: v for k, v in info.summary.items() if k in fields})
@@ -43,6 +50,7 @@ def side(name: str, db: str, run_id: int) -> dict:
     store = Store(db, create=False)
     info = store.get_run(run_id)
     config = RunConfig.from_dict(info.config)
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set, to the current one
     before = rss_mb()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gfl-m1-") as out:
@@ -58,7 +66,7 @@ def side(name: str, db: str, run_id: int) -> dict:
             for table in ("metrics", "time_grads", "gates", "events"):
                 getattr(data, table).to_csv(Path(out) / f"{table}.csv", index=False)
             headline = None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     return {"side": name, "peak_growth_mb": round(peak - before, 1), "seconds": round(time.perf_counter() - started, 2),
             "headline": headline}
 

@@ -288,19 +288,31 @@ class RunManager:
 
     def _make_room(self, run: LiveRun) -> str | None:
         """Prune the store's oldest unpinned runs so this run's estimated size fits the quota; why it cannot, if
-        it cannot (pinned and training runs fill it)."""
+        pinned and training runs leave no room for it (then nothing is deleted: pruning would not help)."""
         quota = self.limits.store_megabytes * 1e6
         if not quota:
             return None
         needed = budget.run_bytes(run.config)
         with self._turn:
-            live = frozenset(r.run_id for r in self._runs.values() if r.run_id is not None and r.state != "done")
-        self.store.prune(int(quota - needed), keep=live)
-        if (used := self.store.used_bytes()) + needed <= quota:
-            return None
-        return (f"The run store is full: pinned and training runs hold {used / 1e6:.0f} MB of its "
+            others = [r for r in self._runs.values() if r.state != "done" and r is not run]
+        kept = sum(budget.run_bytes(r.config) for r in others) + sum(
+            budget.run_bytes(config) for config in self._pinned_configs())
+        if kept + needed <= quota:
+            self.store.prune(int(quota - needed), keep=frozenset(r.run_id for r in others if r.run_id is not None))
+            if self.store.used_bytes() + needed <= quota:
+                return None
+        return (f"The run store is full: pinned and training runs take about {kept / 1e6:.0f} MB of its "
                 f"{quota / 1e6:.0f} MB quota (GFL_STORE_MB), and this run needs about {needed / 1e6:.0f} MB. "
                 "The server's operator can raise the quota, or unpin or delete runs")
+
+    def _pinned_configs(self) -> list[RunConfig]:
+        configs = []
+        for stored in self.store.pinned_configs():
+            try:
+                configs.append(RunConfig.from_dict(stored))
+            except ConfigError:
+                continue  # stored by another version: its size is not known here, and it stays anyway
+        return configs
 
     def _start_process(self, run: LiveRun) -> tuple[multiprocessing.process.BaseProcess, Connection]:
         receiver, sender = _PROCESSES.Pipe(duplex=False)

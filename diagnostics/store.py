@@ -734,6 +734,11 @@ class Store:
             self._row(conn, run_id)
             conn.execute("UPDATE runs SET pinned = ? WHERE id = ?", (int(pinned), run_id))
 
+    def pinned_configs(self) -> list[dict]:
+        """The configs of the pinned runs, whose size a quota must leave room for."""
+        with self._transaction("BEGIN") as conn:
+            return [json.loads(c) for (c,) in conn.execute("SELECT config FROM runs WHERE pinned = 1")]
+
     def used_bytes(self) -> int:
         """Bytes of the file that hold data: deleted runs' pages are free and reused by the next rows, so the
         file stays at the size of the most it ever held while this counts what it holds now."""

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from diagnostics import budget
 from diagnostics.config import ConfigError, RunConfig
 from diagnostics.lessons import lesson, lesson_configs
 from diagnostics.limits import FORWARDED_HEADER_ENV, ServerLimits, client_address
@@ -169,12 +170,14 @@ def test_a_store_full_of_pinned_runs_refuses_a_new_run_and_deletes_nothing(tmp_p
     kept = [trained(first, SMALL.replace(seed=k)) for k in (1, 2)]
     for run_id in kept:
         first.store.pin(run_id)
-    manager = make(tmp_path, store_megabytes=first.store.used_bytes() / 1e6)
-    run = manager.submit(SMALL.replace(seed=3), owner="visitor")
+    unpinned = trained(first, SMALL.replace(seed=3))
+    # Room for about one and a half runs: the two pinned ones already take more, so pruning cannot help.
+    manager = make(tmp_path, store_megabytes=1.5 * budget.run_bytes(SMALL) / 1e6)
+    run = manager.submit(SMALL.replace(seed=4), owner="visitor")
     wait_for(lambda: run.state == "done")
-    assert run.run_id is None and run.error.startswith("The run store is full: pinned and training runs hold ")
+    assert run.run_id is None and run.error.startswith("The run store is full: pinned and training runs take about ")
     assert "(GFL_STORE_MB)" in run.error and run.error.endswith("; nothing was recorded")
-    assert [r.id for r in manager.store.list_runs()] == kept[::-1]
+    assert [r.id for r in manager.store.list_runs()] == [unpinned, *kept[::-1]]  # not even the unpinned one went
 
 
 def test_lifting_the_store_quota_prunes_nothing(tmp_path):
