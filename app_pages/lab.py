@@ -75,6 +75,14 @@ def start(new_config: RunConfig, fresh: bool = False) -> None:
         st.session_state.lab_reused = "joined" if opened.joined else None
 
 
+def rejoin(run: LiveRun) -> None:
+    st.session_state.pop("lab_left", None)
+    if manager.rejoin(run, session_id()):
+        st.session_state.live_handle = run.handle
+    else:
+        st.session_state.lab_busy = "That run has ended meanwhile; its stored result is on the Runs page."
+
+
 def stop(run: LiveRun) -> None:
     if not manager.leave(run, session_id()):
         st.session_state.lab_left = run.handle  # others watch it: it trains on, and this page offers to rejoin
@@ -107,8 +115,7 @@ if left_run is not None and left_run.state != "done" and live is None:
     others = manager.viewer_count(left_run)
     st.info(f"You left the run; {others} other visitor(s) are watching it, so it keeps training for them "
             f"({left_run.steps_done} of {left_run.config.steps} steps so far).")
-    st.button("Watch it again", on_click=start, args=(left_run.config,),
-              help="Rejoin the run the others are watching")
+    st.button("Watch it again", on_click=rejoin, args=(left_run,), help="Rejoin the run the others are watching")
 else:
     left_run = None
 reused = st.session_state.get("lab_reused")

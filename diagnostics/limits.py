@@ -83,8 +83,10 @@ def client_address(peer: str | None, headers: Mapping[str, str], environ: Mappin
     environ = os.environ if environ is None else environ
     header = environ.get(FORWARDED_HEADER_ENV, "").strip()
     if header:
-        lowered = {k.lower(): v for k, v in headers.items()}
-        last = lowered.get(header.lower(), "").split(",")[-1].strip()
+        # Every line of the header: a proxy may add its own line after one the visitor wrote.
+        lines = (headers.get_all(header) if hasattr(headers, "get_all") else
+                 [v for k, v in headers.items() if k.lower() == header.lower()])
+        last = ",".join(lines).split(",")[-1].strip()
         try:
             return str(ipaddress.ip_address(last))
         except ValueError:

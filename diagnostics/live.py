@@ -37,7 +37,7 @@ from .config import ConfigError, RunConfig, sentence
 from .lessons import lesson_configs
 from .limits import ServerLimits
 from .runner import OwnerGone, run_into_store, use_torch_threads
-from .store import Store
+from .store import Store, StoreError
 from .summary import RunSummary
 
 # The server operator's secret: whoever gives it may delete any run from the dashboard (unset: nobody may, bar
@@ -45,6 +45,7 @@ from .summary import RunSummary
 OPERATOR_TOKEN_ENV = "GFL_OPERATOR_TOKEN"
 LOCAL = "local"  # the client address of a visitor on this machine (Streamlit reports none for loopback)
 KEEP_DONE = 100  # finished runs kept in memory for their pages' final view; older ones are in the store only
+SHOWN_KEPT_SECONDS = 3600.0  # a stored run shown to a visitor is not pruned for this long
 PROGRESS_SECONDS = 0.1  # a run's process reports its step count at most this often
 ETA_AFTER_SECONDS = 1.0  # a rate over a shorter stretch of training is mostly start-up noise
 # forkserver, not fork: the server has Tornado and Streamlit threads whose locks a plain fork could copy held.
@@ -118,6 +119,10 @@ class RunManager:
         self._owners: dict[int, str] = {}  # run id -> the browser session that made it, for this server's life
         self._by_config: dict[RunConfig, int] = {}  # config -> handle of its live run, which newcomers join
         self._training: Counter[str] = Counter()  # address -> its runs holding a slot
+        self._shown: dict[int, float] = {}  # stored run id -> when `open` last showed it to a visitor
+        for config in LESSON_CONFIGS:  # lesson runs trained before pinning existed (or by the CLI) are kept too
+            if (run_id := self.store.find_finished(config.to_dict())) is not None:
+                self._pin_lesson_run(run_id)
         # A worker killed inside torch at interpreter exit aborts the process; stop them cleanly instead.
         atexit.register(self.shutdown)
 
@@ -149,6 +154,8 @@ class RunManager:
         """What a visitor who asks for `config` gets: its stored finished run (runs are seeded: training it again
         gives the same numbers), else its live run to join, else a new run; `fresh` always trains a new one."""
         if not fresh and (run_id := self.store.find_finished(config.to_dict())) is not None:
+            with self._turn:
+                self._shown[run_id] = time.monotonic()  # not pruned while its visitors look at it
             return Opened(stored_run=run_id)
         run = self.submit(config, session, address, fresh)
         return Opened(live=run, joined=run.owner != session)
@@ -156,6 +163,11 @@ class RunManager:
     def refusal(self, config: RunConfig) -> str | None:
         """Why this server will not train `config` (one step too big for the machine, or the whole run longer or
         larger than the public caps), None when it will: what `submit` refuses and the Lab disables Train for."""
+        quota = self.limits.store_megabytes * 1e6
+        if quota and (needed := budget.run_bytes(config)) > quota:
+            return (f"this run is too large for this server's store: about {needed / 1e6:.0f} MB, and the whole "
+                    f"store may hold {quota / 1e6:.0f} MB (GFL_STORE_MB); use fewer steps, a larger record_every or "
+                    "a smaller model")
         return budget.too_big(config) or budget.over_run_limits(config, self.limits)
 
     def _joinable(self, config: RunConfig) -> LiveRun | None:
@@ -211,6 +223,14 @@ class RunManager:
         if alone:
             self.stop(run)
         return alone
+
+    def rejoin(self, run: LiveRun, session: str) -> bool:
+        """`session` watches `run` again (after leaving it), if it is still training or waiting."""
+        with self._turn:
+            if not self._live(run):
+                return False
+            run.last_seen = run.viewers[session] = time.monotonic()
+            return True
 
     def viewer_count(self, run: LiveRun) -> int:
         """Sessions watching the run now: those whose page polled it within the abandon time."""
@@ -287,32 +307,33 @@ class RunManager:
             self._finish(run, took_slot=True)
 
     def _make_room(self, run: LiveRun) -> str | None:
-        """Prune the store's oldest unpinned runs so this run's estimated size fits the quota; why it cannot, if
-        pinned and training runs leave no room for it (then nothing is deleted: pruning would not help)."""
+        """Prune the store's oldest unpinned runs so that this run and what the runs still training will write
+        (their estimates, less what they wrote so far) fit the quota; why not, when pinned runs, training runs and
+        runs visitors were shown lately leave no room (then nothing is deleted: pruning would not help)."""
         quota = self.limits.store_megabytes * 1e6
         if not quota:
             return None
         needed = budget.run_bytes(run.config)
+        now = time.monotonic()
         with self._turn:
-            others = [r for r in self._runs.values() if r.state != "done" and r is not run]
-        kept = sum(budget.run_bytes(r.config) for r in others) + sum(
-            budget.run_bytes(config) for config in self._pinned_configs())
-        if kept + needed <= quota:
-            self.store.prune(int(quota - needed), keep=frozenset(r.run_id for r in others if r.run_id is not None))
-            if self.store.used_bytes() + needed <= quota:
-                return None
-        return (f"The run store is full: pinned and training runs take about {kept / 1e6:.0f} MB of its "
-                f"{quota / 1e6:.0f} MB quota (GFL_STORE_MB), and this run needs about {needed / 1e6:.0f} MB. "
-                "The server's operator can raise the quota, or unpin or delete runs")
+            training = [r for r in self._runs.values() if r.state == "running" and r is not run]
+            keep = {r.run_id for r in self._runs.values() if r.run_id is not None}  # live, or on a page now
+            self._shown = {i: shown for i, shown in self._shown.items() if now - shown <= SHOWN_KEPT_SECONDS}
+            keep |= set(self._shown)
+        coming = sum(budget.run_bytes(r.config) * max(1 - r.steps_done / r.config.steps, 0) for r in training)
+        if self.store.prune(int(quota - needed - coming), keep=frozenset(keep)) is not None:
+            return None
+        return (f"The run store is full: pinned runs, runs in training and runs visitors are looking at leave no "
+                f"room for this one (about {needed / 1e6:.0f} MB) within its {quota / 1e6:.0f} MB quota "
+                "(GFL_STORE_MB). The server's operator can raise the quota, or unpin or delete runs")
 
-    def _pinned_configs(self) -> list[RunConfig]:
-        configs = []
-        for stored in self.store.pinned_configs():
-            try:
-                configs.append(RunConfig.from_dict(stored))
-            except ConfigError:
-                continue  # stored by another version: its size is not known here, and it stays anyway
-        return configs
+    def _pin_lesson_run(self, run_id: int) -> None:
+        """The first finished run of a lesson's config stays for every later visitor of its link; a failure to
+        pin it (a busy store) costs only that, never the run's result."""
+        try:
+            self.store.pin_if_first(run_id)
+        except StoreError:
+            pass
 
     def _start_process(self, run: LiveRun) -> tuple[multiprocessing.process.BaseProcess, Connection]:
         receiver, sender = _PROCESSES.Pipe(duplex=False)
@@ -352,7 +373,7 @@ class RunManager:
                 if kind == "done":
                     run.summary, run.steps_done = value, value.steps_done
                     if run.config in LESSON_CONFIGS and value.status in ("completed", "diverged"):
-                        self.store.pin(run.run_id)  # reused by every later visitor of its link: never pruned
+                        self._pin_lesson_run(run.run_id)  # reused by every later visitor of its link
                 else:
                     run.error = value
                 return

@@ -101,6 +101,10 @@ COMMIT;
 """
 
 
+class _NoRoom(Exception):
+    """Inside `prune`: the quota cannot be reached, so its deletes are rolled back."""
+
+
 class StoreError(Exception):
     """A store problem the user can fix (wrong file, unknown run, bad argument); the message says how."""
 
@@ -419,6 +423,12 @@ def _export_folder(out: Path) -> list[Path]:
     return missing
 
 
+def _used_bytes(conn: sqlite3.Connection) -> int:
+    pages, free, size = (conn.execute(f"PRAGMA {name}").fetchone()[0]
+                         for name in ("page_count", "freelist_count", "page_size"))
+    return (pages - free) * size
+
+
 EXPORT_CHUNK_ROWS = 50_000  # rows an export holds in memory at a time
 _ARROW_TYPES = {"int64": "int64", "Int64": "int64", "float64": "float64", "object": "string"}
 
@@ -430,7 +440,7 @@ def _export_table(conn: sqlite3.Connection, run_id: int, table: str, fmt: str, p
                           "WHERE run_id = ? ORDER BY step, rowid", (run_id,))
     chunks = iter(lambda: cursor.fetchmany(EXPORT_CHUNK_ROWS), [])
     if fmt == "csv":
-        with open(path, "w", newline="") as f:
+        with open(path, "w", newline="", encoding="utf-8") as f:
             frame([], columns).to_csv(f, index=False)
             for rows in chunks:
                 frame(rows, columns).to_csv(f, index=False, header=False)
@@ -438,9 +448,11 @@ def _export_table(conn: sqlite3.Connection, run_id: int, table: str, fmt: str, p
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([(c, getattr(pa, _ARROW_TYPES[DTYPES[c]])()) for c in columns])
+    typed = pa.schema([(c, getattr(pa, _ARROW_TYPES[DTYPES[c]])()) for c in columns])
+    empty = pa.Table.from_pandas(frame([], columns), schema=typed, preserve_index=False)
+    schema = empty.schema  # with pandas' metadata, so read_parquet gives back the nullable Int64 columns
     with pq.ParquetWriter(path, schema) as writer:
-        writer.write_table(pa.Table.from_pandas(frame([], columns), schema=schema, preserve_index=False))
+        writer.write_table(empty)  # an empty table still gets its columns
         for rows in chunks:
             writer.write_table(pa.Table.from_pandas(frame(rows, columns), schema=schema, preserve_index=False))
 
@@ -728,6 +740,15 @@ class Store:
                                  "shell that trains it), then delete it")
             conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
 
+    def pin_if_first(self, run_id: int) -> bool:
+        """Pin the run unless a run of the same config is pinned already (a lesson's fresh reruns must not pile
+        up where the quota cannot reach them); whether it was pinned."""
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            self._row(conn, run_id)
+            return conn.execute("UPDATE runs SET pinned = 1 WHERE id = :run AND NOT EXISTS (SELECT 1 FROM runs "
+                                "INDEXED BY runs_config WHERE config = (SELECT config FROM runs WHERE id = :run) "
+                                "AND pinned = 1)", {"run": run_id}).rowcount == 1
+
     def pin(self, run_id: int, pinned: bool = True) -> None:
         """Keep a run when `prune` makes room (or, with `pinned` False, let it go again)."""
         with self._transaction("BEGIN IMMEDIATE") as conn:
@@ -743,24 +764,25 @@ class Store:
         """Bytes of the file that hold data: deleted runs' pages are free and reused by the next rows, so the
         file stays at the size of the most it ever held while this counts what it holds now."""
         with self._transaction("BEGIN") as conn:
-            pages, free, size = (conn.execute(f"PRAGMA {name}").fetchone()[0]
-                                 for name in ("page_count", "freelist_count", "page_size"))
-            return (pages - free) * size
+            return _used_bytes(conn)
 
-    def prune(self, quota_bytes: int, keep: frozenset[int] = frozenset()) -> list[int]:
+    def prune(self, quota_bytes: int, keep: frozenset[int] = frozenset()) -> list[int] | None:
         """Delete the oldest runs that are neither pinned, training nor in `keep` until the store holds at most
-        `quota_bytes`; return their ids. Runs that must stay may leave it above the quota (the caller decides
-        what then)."""
+        `quota_bytes`, and return their ids. All or nothing, in one transaction: when deleting every run that may
+        go would still leave more than `quota_bytes`, nothing is deleted and None is returned."""
         pruned: list[int] = []
-        while self.used_bytes() > quota_bytes:
+        try:
             with self._transaction("BEGIN IMMEDIATE") as conn:
-                rows = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE pinned = 0 ORDER BY id")
-                oldest = next((info.id for info in map(_run_info, rows)
-                               if info.status != "running" and info.id not in keep), None)
-                if oldest is None:
-                    break
-                conn.execute("DELETE FROM runs WHERE id = ?", (oldest,))
-            pruned.append(oldest)
+                rows = conn.execute("SELECT id, status, pid, host, heartbeat FROM runs WHERE pinned = 0 ORDER BY id")
+                candidates = [run_id for run_id, status, pid, host, heartbeat in rows.fetchall() if run_id not in keep
+                              and not (status == "running" and _writer_alive(pid, host, heartbeat))]
+                while _used_bytes(conn) > quota_bytes:  # the page counts see this transaction's own deletes
+                    if not candidates:
+                        raise _NoRoom  # deleting everything allowed would not do: roll it all back
+                    pruned.append(candidates.pop(0))
+                    conn.execute("DELETE FROM runs WHERE id = ?", (pruned[-1],))
+        except _NoRoom:
+            return None
         return pruned
 
     def export(self, run_id: int, fmt: str, out: str | os.PathLike) -> list[Path]:
@@ -789,11 +811,13 @@ class Store:
                         _export_table(conn, run_id, name.split(".")[0], fmt, part)
             for part, name in zip(staged, names):
                 part.replace(out / name)
-        except (OSError, StoreError) as e:
+        except BaseException as e:
             for part in staged:
                 part.unlink(missing_ok=True)
             if made:
                 shutil.rmtree(made[-1], ignore_errors=True)
+            if not isinstance(e, (OSError, StoreError)):
+                raise
             why = e.strerror or e if isinstance(e, OSError) else e
             raise StoreError(f"cannot export run {run_id} into {out}: {why}; nothing was written") from e
         return [out / name for name in names]

@@ -6,12 +6,15 @@ import threading
 import time
 
 import pytest
+from streamlit.runtime.context import StreamlitHeaders
 
 from diagnostics import budget
 from diagnostics.config import ConfigError, RunConfig
 from diagnostics.lessons import lesson, lesson_configs
 from diagnostics.limits import FORWARDED_HEADER_ENV, ServerLimits, client_address
 from diagnostics.live import QueueFull, RunManager
+from diagnostics.runner import run_into_store
+from diagnostics.store import Store
 from tests.waiting import wait_for
 
 SMALL = RunConfig(hidden_size=8, batch_size=8, seq_len=5, steps=5, record_every=1)
@@ -142,6 +145,26 @@ def test_a_lesson_run_is_pinned_once_trained_and_other_runs_are_not(tmp_path):
     wait_for(lambda: lesson_run.state == own.state == "done")
     assert lesson_run.summary.status == "diverged" and manager.store.get_run(lesson_run.run_id).pinned
     assert own.summary.status == "completed" and not manager.store.get_run(own.run_id).pinned
+    again = manager.open(config, session="student", fresh=True).live  # fresh reruns do not pile up pinned
+    wait_for(lambda: again.state == "done")
+    assert again.run_id != lesson_run.run_id and not manager.store.get_run(again.run_id).pinned
+
+
+def test_lesson_runs_stored_before_the_server_started_are_pinned_when_it_starts(tmp_path):
+    config = lesson(1).variants[0].config
+    with Store(tmp_path / "runs.sqlite") as store:
+        run_id = run_into_store(config, store).run_id  # as the CLI trains it: unpinned
+        assert not store.get_run(run_id).pinned
+    assert make(tmp_path).store.get_run(run_id).pinned
+
+
+def test_a_run_larger_than_the_whole_store_quota_is_refused_before_it_starts(tmp_path):
+    manager = make(tmp_path, store_megabytes=0.01)
+    problem = manager.refusal(SMALL.replace(steps=2000))
+    assert problem.startswith("this run is too large for this server's store: about ") and "(GFL_STORE_MB)" in problem
+    with pytest.raises(ConfigError):
+        manager.submit(SMALL.replace(steps=2000), owner="visitor")
+    assert manager.store.list_runs() == []
 
 
 def trained(manager: RunManager, config: RunConfig) -> int:
@@ -175,7 +198,8 @@ def test_a_store_full_of_pinned_runs_refuses_a_new_run_and_deletes_nothing(tmp_p
     manager = make(tmp_path, store_megabytes=1.5 * budget.run_bytes(SMALL) / 1e6)
     run = manager.submit(SMALL.replace(seed=4), owner="visitor")
     wait_for(lambda: run.state == "done")
-    assert run.run_id is None and run.error.startswith("The run store is full: pinned and training runs take about ")
+    assert run.run_id is None and run.error.startswith("The run store is full: pinned runs, runs in training and "
+                                                       "runs visitors are looking at leave no room for this one")
     assert "(GFL_STORE_MB)" in run.error and run.error.endswith("; nothing was recorded")
     assert [r.id for r in manager.store.list_runs()] == [unpinned, *kept[::-1]]  # not even the unpinned one went
 
@@ -211,3 +235,9 @@ def test_a_bad_limit_in_the_environment_is_named(monkeypatch, variable, raw, mes
 ], ids=["untrusted", "last-entry", "ipv6", "missing", "garbage"])
 def test_the_client_address_comes_from_the_proxy_header_only_when_the_operator_names_it(header, headers, expected):
     assert client_address("10.0.0.1", headers, {FORWARDED_HEADER_ENV: header}) == expected
+
+
+def test_a_forwarding_header_sent_twice_counts_the_line_the_proxy_added_last():
+    """Streamlit's headers give a repeated header's first line by default: the one a visitor may have written."""
+    headers = StreamlitHeaders([("X-Forwarded-For", "198.51.100.4"), ("x-forwarded-for", "203.0.113.9")])
+    assert client_address("10.0.0.1", headers, {FORWARDED_HEADER_ENV: "X-Forwarded-For"}) == "203.0.113.9"

@@ -36,7 +36,8 @@ def render_run(*, manager: RunManager, store: Store, on_remedy: Callable[[RunCon
         info = store.get_run(run_id)
         data = manager.charts.get(run_id)
     except StoreError:
-        st.warning(f"Run {run_id} is no longer stored: it was deleted on the Runs page.")
+        st.warning(f"Run {run_id} is no longer stored: it was deleted (on the Runs page, or to make room in this "
+                   "server's store).")
         return
     _status_line(info)
     _nonfinite_banner(data)
