@@ -36,7 +36,7 @@ def runs_frame(runs: list[RunInfo]) -> pd.DataFrame:
                      "steps done": r.steps_done, **{f: r.config.get(f) for f in TABLE_FIELDS},
                      "final loss": summary.get("final_loss"), "held-out metric": summary.get("final_metric"),
                      "pinned": r.pinned})
-    columns = ["id", "created", "status", "steps done", *TABLE_FIELDS, "final loss", "held-out metric", "pinned"]
+    columns = ["id", "created", "status", "pinned", "steps done", *TABLE_FIELDS, "final loss", "held-out metric"]
     return pd.DataFrame(rows, columns=columns)
 
 
