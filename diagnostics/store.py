@@ -707,13 +707,12 @@ class Store:
         ends = pd.DataFrame(rows, columns=["step", "finite", "source", "target"]).set_index("step")
         return ends.astype({"finite": bool, "source": float, "target": float}), target
 
-    def time_grad_profile(self, run_id: int, step: int, last_t: int = MAX_RUN_ID) -> list[float]:
-        """Layer 0's ||dL/dh_t|| for t = 1..`last_t` (default: all) at one recorded step, NaN where it was not
-        finite."""
+    def time_grad_profile(self, run_id: int, step: int) -> list[float]:
+        """Layer 0's ||dL/dh_t|| for t = 1, 2, … at one recorded step, NaN where it was not finite."""
         with self._transaction("BEGIN") as conn:
             self._row(conn, run_id)
             rows = conn.execute("SELECT value FROM time_grads INDEXED BY time_grads_run_step WHERE run_id = ? "
-                                "AND step = ? AND layer = 0 AND t <= ? ORDER BY t", (run_id, step, last_t))
+                                "AND step = ? AND layer = 0 ORDER BY t", (run_id, step))
             return [math.nan if value is None else value for (value,) in rows]
 
     def save_checkpoint(self, run_id: int, step: int, weights: bytes) -> None:
@@ -754,11 +753,6 @@ class Store:
         with self._transaction("BEGIN IMMEDIATE") as conn:
             self._row(conn, run_id)
             conn.execute("UPDATE runs SET pinned = ? WHERE id = ?", (int(pinned), run_id))
-
-    def pinned_configs(self) -> list[dict]:
-        """The configs of the pinned runs, whose size a quota must leave room for."""
-        with self._transaction("BEGIN") as conn:
-            return [json.loads(c) for (c,) in conn.execute("SELECT config FROM runs WHERE pinned = 1")]
 
     def used_bytes(self) -> int:
         """Bytes of the file that hold data: deleted runs' pages are free and reused by the next rows, so the

@@ -3,6 +3,7 @@ outcome the lessons show, and the one sentence (the headline) that says first wh
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from .config import RunConfig
@@ -74,10 +75,10 @@ def stored_verdict(summary: RunSummary, store: Store, run_id: int, config: RunCo
     reach = None
     if found is not None:
         ends, target = found
-        reach = reach_of_ends(ends, lambda step: store.time_grad_profile(run_id, step, target))
+        profile = functools.cache(lambda step: store.time_grad_profile(run_id, step))  # the judged step, read once
+        reach = reach_of_ends(ends, lambda step: profile(step)[:target])
         judged = reach.step if reach is not None else int(ends.index[0])
-        data.time_grads = frame([(judged, 0, t, v) for t, v in enumerate(store.time_grad_profile(run_id, judged), 1)],
-                                TIME_GRAD_COLUMNS)
+        data.time_grads = frame([(judged, 0, t, v) for t, v in enumerate(profile(judged), 1)], TIME_GRAD_COLUMNS)
     return verdict_of(summary, data, config, reach)
 
 
