@@ -6,6 +6,9 @@ server the first visitor of a deep link (a lesson link, /lab?...) got the legacy
 import streamlit as st
 
 st.set_page_config(page_title="Gradient Flow Lab", layout="wide")
+# The header's own Stop ends the viewer's page script, not the run (which the Lab's Stop ends), and froze the
+# page for seconds: a viewer needs neither it nor Deploy (.streamlit/config.toml hides that).
+st.html("<style>[data-testid='stStatusWidget'] button {display: none;}</style>")
 st.navigation([
     st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("app_pages/lab.py", title="Lab", icon=":material/science:", url_path="lab"),

@@ -4,7 +4,7 @@ import streamlit as st
 
 from diagnostics.gallery import cell_table, task_examples
 from diagnostics.lessons import LESSONS
-from diagnostics.links import share_query
+from diagnostics.links import share_params
 
 st.title("Gradient Flow Lab")
 st.markdown(
@@ -12,14 +12,14 @@ st.markdown(
     "gate is recorded, so you can see why a tanh RNN forgets the subject of a long sentence and an LSTM does not."
 )
 st.subheader("Lessons")
-st.caption("Each link opens the Lab with the lesson's settings (seed included) and starts training.")
+st.caption("Each link opens the Lab in this tab with the lesson's settings (seed included) and starts training.")
 columns = st.columns(3)
 for i, lesson in enumerate(LESSONS):
     with columns[i % 3].container(border=True):
         st.markdown(f"**{lesson.number}. {lesson.title}**")
         st.caption(lesson.text)
-        st.markdown(" · ".join(f"[{variant.label} ▶](lab?{share_query(lesson, k)})"
-                               for k, variant in enumerate(lesson.variants)))
+        for k, variant in enumerate(lesson.variants):
+            st.page_link("app_pages/lab.py", label=f"{variant.label} ▶", query_params=share_params(lesson, k))
 
 st.subheader("Tasks")
 st.caption("Each task needs memory across `seq_len` steps; a model without memory scores the baseline.")

@@ -9,25 +9,34 @@ import streamlit as st
 from diagnostics.config import ConfigError, RunConfig, sentence
 from diagnostics.limits import client_address
 from diagnostics.live import LiveRun, QueueFull
-from ui.common import (config_controls, run_manager, session_config, session_id, session_link,
+from ui.common import (config_controls, follow_new_link, run_manager, session_config, session_id, session_link,
                        set_session_config, share_link, store, sync_url)
 from ui.lab_view import render_run
 from ui.text import literal
 
 manager = run_manager()
+watched = manager.get(st.session_state.get("live_handle", 0))
+if follow_new_link():  # opened in this tab with another experiment: leave the run this session watched
+    if watched is not None and watched.state != "done":
+        manager.leave(watched, session_id())
+    st.session_state.live_handle = 0
 config = session_config()
 link = session_link()
 lesson = link.lesson
 
 st.title(f"Lesson {lesson.number}: {lesson.title}" if lesson else "Lab")
+# Everything that comes and goes above the run's view sits in fixed containers, so the charts below keep their
+# place on the page (a chart that moves is drawn again from scratch).
+link_notices = st.container()
 shown_problems = ()
 if not st.session_state.get("lab_problems_shown"):
     st.session_state.lab_problems_shown = True  # once: the controls own the experiment from here on
     shown_problems = link.problems
     for problem in link.problems:
-        st.error(literal(f"{sentence(problem)}."))  # it quotes what the link said
+        link_notices.error(literal(f"{sentence(problem)}."))  # it quotes what the link said
     if link.problems and st.query_params.get("autorun") == "1":
-        st.info("Because of this, the run does not start by itself: check the settings, then press **Train**.")
+        link_notices.info("Because of this, the run does not start by itself: check the settings, then press "
+                          "**Train**.")
 if lesson:
     st.markdown(lesson.text)
     variant = lesson.variants[link.variant]
@@ -92,7 +101,7 @@ if link.autorun and not st.session_state.get("lab_autorun_done"):
     st.session_state.lab_autorun_done = True
     start(config)
 if busy := st.session_state.pop("lab_busy", None):
-    st.warning(literal(busy))
+    link_notices.warning(literal(busy))
     shown_problems = (*shown_problems, busy)
 
 live = current_run()
@@ -108,26 +117,28 @@ with right.popover("Share this experiment"):
     st.caption("Anyone who opens this link gets the same settings, seed included, and the run starts.")
     st.code(share_link(config), language=None)
 
+notices = st.container()
 if oversized is not None and not any(oversized[1:] in problem for problem in shown_problems):
-    st.warning(literal(f"{sentence(oversized)}."))
+    notices.warning(literal(f"{sentence(oversized)}."))
 left_run = manager.get(st.session_state.get("lab_left", 0))
 if left_run is not None and left_run.state != "done" and live is None:
     others = manager.viewer_count(left_run)
-    st.info(f"You left the run; {others} other visitor(s) are watching it, so it keeps training for them "
-            f"({left_run.steps_done} of {left_run.config.steps} steps so far).")
-    st.button("Watch it again", on_click=rejoin, args=(left_run,), help="Rejoin the run the others are watching")
+    notices.info(f"You left the run; {others} other visitor(s) are watching it, so it keeps training for them "
+                 f"({left_run.steps_done} of {left_run.config.steps} steps so far).")
+    notices.button("Watch it again", on_click=rejoin, args=(left_run,),
+                   help="Rejoin the run the others are watching")
 else:
     left_run = None
 reused = st.session_state.get("lab_reused")
 if reused and (live is not None or session_link().run_id is not None):
-    st.caption("This exact experiment, seed included, " + (
+    notices.caption("This exact experiment, seed included, " + (
         "was trained already: this is its stored run (runs are deterministic, so training it again gives the "
         "same numbers)." if reused == "stored" and live is None else
         "is being trained for another visitor: you are watching the same run." if running else
         "was trained for another visitor: you watched the same run."))
     if not running:
-        st.button("Train a fresh run", on_click=start, args=(config, True), disabled=oversized is not None,
-                  help="Train this experiment again as a new run of your own")
+        notices.button("Train a fresh run", on_click=start, args=(config, True), disabled=oversized is not None,
+                       help="Train this experiment again as a new run of your own")
 if live is not None:
     render_run(live=live, manager=manager, store=store(), on_remedy=start)
 elif session_link().run_id is not None:

@@ -42,7 +42,8 @@ picked = [by_id[i] for i in chosen]
 if len(picked) == 1:
     run = picked[0]
     st.subheader(run_label(run))
-    st.markdown(f"[Open run {run.id} in the Lab](lab?run={run.id}) — its charts, diagnosis and settings.")
+    st.page_link("app_pages/lab.py", label=f"Open run {run.id} in the Lab: its charts, diagnosis and settings",
+                 icon=":material/science:", query_params={"run": str(run.id)})
     st.download_button("Download it as CSV (ZIP: metrics, time_grads, gates, events, run.json)",
                        lambda: runs_store.export_zip(run.id), file_name=f"run-{run.id}-csv.zip",
                        mime="application/zip", on_click="ignore")  # built only when clicked

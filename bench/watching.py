@@ -3,22 +3,22 @@ second ÷ the same run's steps while nobody draws.
 
 One run, windows of `window_seconds` alternating unwatched / watched, so both sides share the run, its process and
 the machine's drift; the per-step seconds come from the run's own `step_seconds` rows. "Drawing" is what a Lab
-page's poll does in the server process: `lab_chart_data`, every chart built and turned into a validated
-Vega-Lite spec with its frames as Arrow bytes (as Streamlit sends them)."""
+page's poll does in the server process when the run changed: `lab_chart_data`, every chart's spec built
+(`chartspecs`, as the chart cache does once per stored state for all viewers) and its frames turned into Arrow
+bytes (as Streamlit sends them)."""
 
 from __future__ import annotations
 
-import hashlib
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import altair as alt
 import pyarrow as pa
 
-from diagnostics import charts, rundata as rd
+from diagnostics import rundata as rd
 from diagnostics.chartdata import lab_chart_data
+from diagnostics.chartspecs import lab_chart_specs
 from diagnostics.limits import ServerLimits
 from diagnostics.live import RunManager
 
@@ -27,26 +27,20 @@ from .training import RECORD_EVERY, config_for
 MARGIN = 3  # steps left out at each window's edges: the page learns the step count up to 0.1 s late
 
 
-def _to_arrow(data, datasets: dict) -> dict:
+def _to_arrow(data) -> bytes:
     sink = pa.BufferOutputStream()
     table = pa.Table.from_pandas(data)
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    payload = sink.getvalue().to_pybytes()
-    name = hashlib.md5(payload).hexdigest()
-    datasets[name] = payload
-    return {"name": name}
+    return sink.getvalue().to_pybytes()
 
 
 def draw(store, run_id: int) -> None:
     """One Lab poll's server-side work for a run."""
-    data = lab_chart_data(store, run_id)
-    datasets: dict = {}
-    alt.data_transformers.register("bench_arrow", _to_arrow)
-    with alt.data_transformers.enable("bench_arrow", datasets=datasets):
-        for row in charts.LAB_CHART_ROWS:
-            for build in row:
-                build(data).to_dict()
+    for row in lab_chart_specs(lab_chart_data(store, run_id)):
+        for spec in row:
+            for frame in spec.datasets.values():
+                _to_arrow(frame)
 
 
 def watching_cost(cell: str, T: int, window_seconds: float, windows: int) -> dict:

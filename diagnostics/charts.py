@@ -1,8 +1,12 @@
 """Altair charts of one run's gradient flow, built from `LabChartData` alone: pure, no I/O, no Streamlit.
 
 Every chart has a title, axis titles with units or scale, and tooltips; every chart over training steps
-draws a red rule at each step where a tensor went NaN/±Inf. A log scale cannot show 0, NaN or ±Inf, so such
-points are left out and the subtitle counts them: a gap in a line is never silent. Rows go in as DataFrames,
+draws a red rule at each step where a tensor went NaN/±Inf, and red means nothing else (`palette`). A log scale
+cannot show NaN or ±Inf, so such points are left out and the subtitle counts them: a gap in a line is never
+silent; it has no 0 either, so exact zeros sit on a grey floor band below the smallest value. Lines carry no
+per-point marks (invisible points carry the tooltips), so a dashed line looks dashed and its legend symbol is a
+stroke of the same dash. Threshold lines are explained in the subtitle rather than labelled on the plot, where a
+label would cover data. Rows go in as DataFrames,
 which Streamlit sends as Arrow; outside Streamlit a chart of several 2 000-point series (`chartdata` caps each)
 needs `alt.data_transformers.disable_max_rows()` before `to_dict()` or `save()`.
 """
@@ -17,14 +21,18 @@ from .chartdata import FINITE, NONFINITE, UNDERFLOW, LabChartData
 from .diagnosis import GRAD_LIMIT, SATURATION_LIMIT
 from .gradflow import vanishing_bound
 from .model import task_of
+from .palette import NONFINITE_RED, series_scale
 
 STEP = "training step"
-EVENT_RED = "#d62728"
+EVENT_RED = NONFINITE_RED
 UNDERFLOW_GREY = "#bdbdbd"
-RULE_GREY = "#555555"
 GRAD_LIMIT_LABEL = f"{GRAD_LIMIT:.1f} (exploding threshold)"
 SPECIAL_CELLS = {UNDERFLOW: UNDERFLOW_GREY, NONFINITE: EVENT_RED}  # heatmap cells that have no log10
 LOG = alt.Scale(type="log")
+LOG_AXIS = alt.Axis(format=".1~e")  # one tick format on every log axis: 3e-7 … 2e+1, never 0.000002 beside 3e-7
+ZERO_FLOOR_DECADES = 1.0  # exact zeros are drawn this many decades below the smallest positive value
+# Threshold and baseline lines: how each is drawn, and the words the subtitle uses for it.
+LINE_STYLES = {"threshold": ("#555555", [6, 4], "grey dashed line"), "clip": ("#000000", [2, 3], "black dotted line")}
 BOTTOM = alt.Legend(orient="bottom")  # the heatmap's legends: at the side they would be cut off in a column
 
 
@@ -36,24 +44,46 @@ def _data(df: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _drawable(df: pd.DataFrame, log: bool) -> tuple[pd.DataFrame, int]:
-    """The rows a scale can place (finite, and positive on a log scale) and how many were left out."""
+def _drawable(df: pd.DataFrame, log: bool) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The rows a scale can place (finite, and positive on a log scale), the exact zeros of a log scale moved to
+    its floor band, and how many rows (NaN, ±Inf, negative on a log scale) were left out."""
     value = df["value"].to_numpy(dtype=float)
-    ok = np.isfinite(value) & ((value > 0) if log else True)
-    return df[ok], int((~ok).sum())
+    finite = np.isfinite(value)
+    ok = finite & ((value > 0) if log else True)
+    zero = finite & (value == 0) if log else np.zeros(len(df), dtype=bool)
+    drawn = df[ok]
+    floor = _zero_floor(drawn["value"]) if zero.any() else None
+    zeros = df[zero].assign(value=floor, shown="0 (on the floor band)") if zero.any() else df.iloc[:0]
+    return drawn, zeros, int((~ok & ~zero).sum())
+
+
+def _zero_floor(positive: pd.Series) -> float:
+    """Where a log axis draws exact zeros: a decade below its smallest positive value (1e-12 without one)."""
+    smallest = float(positive.min()) if len(positive) else 10 * 1e-12
+    return smallest / 10 ** ZERO_FLOOR_DECADES
 
 
 def _left_out(count: int, log: bool) -> str:
     """The subtitle line that owns up to the points a chart could not draw."""
     if not count:
         return ""
-    what = "0, NaN or ±Inf, which a log scale cannot show" if log else "NaN or ±Inf"
+    what = "NaN, ±Inf or below 0, which a log scale cannot show" if log else "NaN or ±Inf"
     return f"{count} value{'s' * (count != 1)} not drawn: {what}"
+
+
+def _zeros_note(zeros: pd.DataFrame) -> str:
+    if zeros.empty:
+        return ""
+    return (f"{len(zeros)} value{'s' * (len(zeros) != 1)} exactly 0: drawn as ▼ on the grey band at the bottom "
+            "(a log scale has no 0)")
 
 
 def _title(text: str, *subtitle: str) -> alt.TitleParams:
     """A title with the non-empty subtitle lines, which say what the chart leaves out or marks."""
     return alt.TitleParams(text, subtitle=[line for line in subtitle if line], anchor="start")
+
+
+STEP_TIP = alt.Tooltip("step:Q", title=STEP)
 
 
 def _step_x() -> alt.X:
@@ -62,25 +92,43 @@ def _step_x() -> alt.X:
                  axis=alt.Axis(format="d", tickMinStep=1))
 
 
-def _lines(df: pd.DataFrame, y: alt.Y, y_title: str, dash: str | None = None) -> alt.Chart:
-    """One line per series over training steps, with points that carry the tooltip."""
-    extra = {} if dash is None else {"strokeDash": alt.StrokeDash(f"{dash}:N", title=dash)}
-    tooltip = [alt.Tooltip("step:Q", title=STEP), alt.Tooltip("series:N", title="series"),
+def _lines(df: pd.DataFrame, x: alt.X, x_tip: alt.Tooltip, y: alt.Y, y_title: str, dash: str | None = None,
+           colour: str = "series", zeros: pd.DataFrame | None = None) -> list[alt.Chart]:
+    """One line per series (colour by name, `dash` pattern by a second field), invisible points that carry the
+    tooltip, and the exact zeros of a log scale as ▼ on its floor band."""
+    scale = series_scale(pd.concat([df[colour], zeros[colour]]) if zeros is not None else df[colour])
+    legend = alt.Legend(labelLimit=320, symbolType="stroke", symbolStrokeWidth=2)
+    extra = {} if dash is None else {"strokeDash": alt.StrokeDash(f"{dash}:N", title=dash, legend=legend)}
+    tooltip = [x_tip, alt.Tooltip(f"{colour}:N", title="series" if colour == "series" else colour),
                *([alt.Tooltip(f"{dash}:N", title=dash)] if dash else []),
                alt.Tooltip("value:Q", title=y_title, format=".4g")]
-    return (alt.Chart(_data(df)).mark_line(point=alt.OverlayMarkDef(size=16), clip=True)
-            .encode(x=_step_x(), y=y, tooltip=tooltip, **extra,
-                    color=alt.Color("series:N", title="series", legend=alt.Legend(labelLimit=320))))
+    base = alt.Chart(_data(df)).encode(x=x, y=y)
+    layers = [base.mark_line(clip=True, strokeWidth=1.5).encode(
+                  color=alt.Color(f"{colour}:N", title="series" if colour == "series" else colour, scale=scale,
+                                  legend=legend), **extra),
+              base.mark_circle(size=40, opacity=0, clip=True).encode(
+                  color=alt.Color(f"{colour}:N", scale=scale, legend=None), tooltip=tooltip)]
+    if zeros is not None and not zeros.empty:
+        floor = float(zeros["value"].iloc[0])
+        band = alt.Chart(_data(pd.DataFrame({"value": [floor], "label": ["0 (a log scale has no 0)"]})))
+        layers += [band.mark_rule(color="#999999", strokeWidth=10, opacity=0.3).encode(
+                       y="value:Q", tooltip=[alt.Tooltip("label:N", title="band")]),
+                   alt.Chart(_data(zeros)).mark_point(shape="triangle-down", filled=True, size=30, clip=True).encode(
+                       x=x, y=y, color=alt.Color(f"{colour}:N", scale=scale, legend=None),
+                       tooltip=[*tooltip[:-1], alt.Tooltip("shown:N", title=y_title)])]
+    return layers
 
 
-def _rule(value: float, label: str, color: str = RULE_GREY, dy: int = -6) -> alt.LayerChart:
-    """A labelled horizontal line at `value` (a threshold or a baseline)."""
-    base = alt.Chart(_data(pd.DataFrame({"value": [value], "label": [label]})))
-    rule = base.mark_rule(color=color, strokeDash=[6, 4]).encode(
+def _rule(value: float, label: str, style: str = "threshold") -> alt.Chart:
+    """A horizontal line at `value` (a threshold or a baseline); `_rule_note` explains it in the subtitle."""
+    color, dash, _ = LINE_STYLES[style]
+    return alt.Chart(_data(pd.DataFrame({"value": [value], "label": [label]}))).mark_rule(
+        color=color, strokeDash=dash).encode(
         y="value:Q", tooltip=[alt.Tooltip("label:N", title="line"), alt.Tooltip("value:Q", format=".4g")])
-    text = base.mark_text(align="left", dx=4, dy=dy, color=color).encode(x=alt.value(0), y="value:Q",
-                                                                         text="label:N")
-    return rule + text
+
+
+def _rule_note(label: str, style: str = "threshold") -> str:
+    return f"{LINE_STYLES[style][2]}: {label}"
 
 
 def _event_rules(events: pd.DataFrame) -> list[alt.Chart]:
@@ -105,23 +153,27 @@ def _events_note(events: pd.DataFrame) -> str:
 
 
 def _series_chart(title: str, df: pd.DataFrame, y_title: str, events: pd.DataFrame, rules=(), log: bool = True,
-                  dash: str | None = None, notes=()) -> alt.LayerChart:
-    """Lines over training steps (log scale, else shares 0–100 %) with rules and a subtitle of what is missing."""
-    drawn, hidden = _drawable(df, log)
-    y = (alt.Y("value:Q", title=y_title, scale=LOG) if log
+                  dash: str | None = None, notes=(), colour: str = "series") -> alt.LayerChart:
+    """Lines over training steps (log scale, else shares 0–100 %) with `rules` ((value, label, style) lines) and
+    a subtitle of what the lines mean and what is missing."""
+    drawn, zeros, hidden = _drawable(df, log)
+    y = (alt.Y("value:Q", title=y_title, scale=LOG, axis=LOG_AXIS) if log
          else alt.Y("value:Q", title=y_title, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")))
-    layers = [_lines(drawn, y, y_title, dash), *rules, *_event_rules(events)]
-    return alt.layer(*layers).properties(title=_title(title, *notes, _left_out(hidden, log), _events_note(events)))
+    layers = [*_lines(drawn, _step_x(), STEP_TIP, y, y_title, dash, colour, zeros),
+              *(_rule(*rule) for rule in rules), *_event_rules(events)]
+    return alt.layer(*layers).properties(title=_title(
+        title, *notes, *(_rule_note(*rule[1:]) for rule in rules), _zeros_note(zeros), _left_out(hidden, log),
+        _events_note(events)))
 
 
 # --- training curves ------------------------------------------------------------------------------------
 def loss_chart(data: LabChartData) -> alt.LayerChart:
     """The loss against a memoryless model's: staying on that line means no gradient crossed the distance."""
     task = task_of(data.config)
-    label = f"memoryless baseline, {task.baseline_label}: loss {task.baseline_loss:.3g}"
+    label = (f"memoryless baseline, {task.baseline_label}: loss {task.baseline_loss:.3g} (a model that ignores "
+             "the long-range dependency)")
     return _series_chart("Training loss", data.loss.assign(series="loss"), f"loss ({task.loss_name}, log scale)",
-                         data.events, rules=[_rule(task.baseline_loss, label)],
-                         notes=["dashed: the loss of a model that ignores the long-range dependency"])
+                         data.events, rules=[(task.baseline_loss, label)])
 
 
 def metric_chart(data: LabChartData) -> alt.LayerChart:
@@ -130,7 +182,7 @@ def metric_chart(data: LabChartData) -> alt.LayerChart:
     log = not task.higher_is_better  # accuracy is a share; an MSE spans decades
     y_title = f"{task.metric_name} (log scale)" if log else f"{task.metric_name} (share correct, 0–100 %)"
     return _series_chart(f"Training {task.metric_name}", data.metric.assign(series=task.metric_name), y_title,
-                         data.events, rules=[_rule(task.baseline, f"memoryless baseline: {task.baseline_label}")],
+                         data.events, rules=[(task.baseline, f"memoryless baseline: {task.baseline_label}")],
                          log=log, notes=["on the training batch of each step"])
 
 
@@ -138,11 +190,10 @@ def metric_chart(data: LabChartData) -> alt.LayerChart:
 def grad_norm_chart(data: LabChartData) -> alt.LayerChart:
     """Gradient norms per layer, of the readout and globally, against the exploding line and the clip line."""
     config = data.config
-    rules = [_rule(GRAD_LIMIT, GRAD_LIMIT_LABEL)]
+    rules = [(GRAD_LIMIT, GRAD_LIMIT_LABEL)]
     notes = ["pre-clip norms per layer and of the readout weight"]
     if config.clip == "norm":
-        rules.append(_rule(config.clip_threshold, f"clip threshold {config.clip_threshold:g} (global norm)",
-                           color="#1f77b4", dy=12))
+        rules.append((config.clip_threshold, f"clip threshold {config.clip_threshold:g} (global norm)", "clip"))
     elif config.clip == "value":
         notes.append(f"clipping by value at |g| ≤ {config.clip_threshold:g} per entry (no norm line to draw)")
     return _series_chart("Gradient norms", data.grad_norms, "‖∇‖ (L2 norm, log scale)", data.events,
@@ -168,7 +219,7 @@ def spectral_chart(data: LabChartData) -> alt.LayerChart:
     rules, notes = [], ["largest singular value of each layer's recurrent matrix, on recorded steps"]
     if config.cell == "rnn":
         bound = vanishing_bound(config.activation)
-        rules.append(_rule(bound, f"1/γ = {bound:g} — below: vanishing guaranteed (Pascanu et al. 2013)"))
+        rules.append((bound, f"1/γ = {bound:g} — below: vanishing guaranteed (Pascanu et al. 2013)"))
     else:
         notes.append("the 1/γ vanishing bound holds for vanilla RNNs only")
     return _series_chart("Recurrent matrix σ_max(W_hh)", data.sigma_max,
@@ -177,24 +228,30 @@ def spectral_chart(data: LabChartData) -> alt.LayerChart:
 
 def saturation_chart(data: LabChartData) -> alt.LayerChart:
     """Shares of saturated hidden units and gate entries: a saturated unit passes almost no gradient back."""
-    return _series_chart("Saturation", data.saturation, "share saturated (0–100 %)", data.events,
-                         rules=[_rule(SATURATION_LIMIT, f"{SATURATION_LIMIT * 100:g} % (diagnosis limit)")], log=False,
-                         notes=["hidden units where the activation is flat; sigmoid gates stuck near 0 or 1"])
+    df = data.saturation
+    parts = df.assign(part=df["series"].str.replace(r"^layer \d+ ", "", regex=True),
+                      layer=df["series"].str.extract(r"^(layer \d+)", expand=False))
+    return _series_chart("Saturation", parts, "share saturated (0–100 %)", data.events,
+                         rules=[(SATURATION_LIMIT, f"{SATURATION_LIMIT * 100:g} % (diagnosis limit)")], log=False,
+                         notes=["hidden units where the activation is flat; sigmoid gates stuck near 0 or 1",
+                                "colour: hidden units or gate; dash pattern: layer"], colour="part", dash="layer")
 
 
 # --- gradient through time ------------------------------------------------------------------------------
-def time_grad_heatmap(data: LabChartData) -> alt.VConcatChart:
-    """‖∂L/∂h_t‖ per recorded step and time step, per layer; 0 and NaN/±Inf get own colours (no log10)."""
+def time_grad_heatmap(data: LabChartData) -> list[alt.LayerChart]:
+    """‖∂L/∂h_t‖ per recorded step and time step, one chart per layer (drawn one below the other, each as wide as
+    its column: Vega-Lite cannot fit a concatenation to a column); 0 and NaN/±Inf get own colours (no log10)."""
     cells = data.time_grad_cells
     T = task_of(data.config).total_steps()
     layers = sorted(cells["layer"].unique()) if not cells.empty else [0]
-    panels = [_heatmap_panel(cells[cells["layer"] == k], k, T, data.events) for k in layers]
     per_row = int((cells["t_to"] - cells["t_from"]).max()) + 1 if not cells.empty else 1
     notes = ["colour: log10 of the smallest ‖∂L/∂h_t‖ in the cell (L2 norm over batch and units)",
              f"grey: {UNDERFLOW}; red cells: {NONFINITE} (NaN/±Inf)",
              f"each row covers up to {per_row} time steps" if per_row > 1 else "",
              "" if not cells.empty else "no per-time-step gradients recorded yet", _events_note(data.events)]
-    return alt.vconcat(*panels, title=_title("Gradient reaching each time step, over training", *notes))
+    return [_heatmap_panel(cells[cells["layer"] == k], k, T, data.events).properties(title=_title(
+        f"Gradient reaching each time step, over training: layer {k}", *(notes if k == layers[-1] else ())))
+        for k in layers]
 
 
 def _heatmap_panel(cells: pd.DataFrame, layer: int, T: int, events: pd.DataFrame) -> alt.LayerChart:
@@ -213,26 +270,23 @@ def _heatmap_panel(cells: pd.DataFrame, layer: int, T: int, events: pd.DataFrame
         x=x, x2="step_end:Q", y=y, y2="y1:Q", tooltip=tooltip,
         color=alt.Color("kind:N", title="no log10", legend=BOTTOM,
                         scale=alt.Scale(domain=list(SPECIAL_CELLS), range=list(SPECIAL_CELLS.values()))))
-    return (alt.layer(finite, special, *_event_rules(events)).resolve_scale(color="independent")
-            .properties(title=f"layer {layer}", height=220))
+    return alt.layer(finite, special, *_event_rules(events)).resolve_scale(color="independent").properties(
+        height=220)
 
 
-def time_profile_chart(data: LabChartData) -> alt.Chart:
+def time_profile_chart(data: LabChartData) -> alt.LayerChart:
     """The latest finite ‖∂L/∂h_t‖ over t and its fit gain^(T−t): how far back the network can learn."""
     T = task_of(data.config).total_steps()
     profile = data.time_profile.assign(series="layer " + data.time_profile["layer"].astype(str), line="measured")
     fit = data.time_fit_line.assign(series="layer 0", line="fit ∝ gain^(T−t)")
-    drawn, hidden = _drawable(pd.concat([profile, fit], ignore_index=True), log=True)
+    drawn, zeros, hidden = _drawable(pd.concat([profile, fit], ignore_index=True), log=True)
     y_title = "‖∂L/∂h_t‖ (L2 norm, log scale)"
-    chart = alt.Chart(_data(drawn)).mark_line(point=True).encode(
-        x=alt.X("t:Q", title=f"time step t (1 … {T})", scale=alt.Scale(domain=[1, T])),
-        y=alt.Y("value:Q", title=y_title, scale=LOG), color=alt.Color("series:N", title="series"),
-        strokeDash=alt.StrokeDash("line:N", title="line"),
-        tooltip=[alt.Tooltip("series:N"), alt.Tooltip("line:N"), alt.Tooltip("t:Q", title="time step t"),
-                 alt.Tooltip("value:Q", title=y_title, format=".3g")])
+    x = alt.X("t:Q", title=f"time step t (1 … {T})", scale=alt.Scale(domain=[1, T]))
+    y = alt.Y("value:Q", title=y_title, scale=LOG, axis=LOG_AXIS)
     where = f"at step {data.profile_step}, the latest with a finite profile" if data.profile_step else ""
-    return chart.properties(title=_title("Gradient back through time", fit_summary(data), where,
-                                         _left_out(hidden, log=True)))
+    return alt.layer(*_lines(drawn, x, alt.Tooltip("t:Q", title="time step t"), y, y_title, dash="line",
+                                     zeros=zeros)).properties(title=_title(
+        "Gradient back through time", fit_summary(data), where, _zeros_note(zeros), _left_out(hidden, log=True)))
 
 
 def fit_summary(data: LabChartData) -> str:
@@ -247,6 +301,7 @@ def fit_summary(data: LabChartData) -> str:
     return f"gain ×{fit.gain:.2f} per step · memory horizon ≈ {fit.horizon:.0f} steps"
 
 
-# The lab's charts in rows: two side by side, or one at full width (the heatmap needs it).
+# The lab's charts in rows: two side by side, or one at full width (the heatmap needs it; it is a list of
+# charts, one per layer, each drawn in a row of its own).
 LAB_CHART_ROWS = ((loss_chart, metric_chart), (grad_norm_chart, time_profile_chart), (time_grad_heatmap,),
                   (weight_chart, update_ratio_chart), (spectral_chart, saturation_chart))

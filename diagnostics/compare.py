@@ -8,7 +8,9 @@ import pandas as pd
 
 from . import rundata as rd
 from .chartdata import downsample
+from .charts import LOG_AXIS
 from .config import ConfigError, RunConfig, field_map
+from .palette import ordered_scale
 from .store import RunInfo, Store
 
 MAX_COMPARED = 4
@@ -84,11 +86,12 @@ def compare_chart(df: pd.DataFrame, quantity: str) -> alt.Chart:
     hidden = int((~drawable).sum())
     cannot = "0, NaN or ±Inf, which a log scale cannot show" if log else "NaN or ±Inf"
     subtitle = [f"{hidden} value{'s' * (hidden != 1)} not drawn: {cannot}"] if hidden else []
-    y = alt.Y("value:Q", title=title, scale=alt.Scale(type="log") if log else alt.Undefined)
+    y = alt.Y("value:Q", title=title, scale=alt.Scale(type="log") if log else alt.Undefined,
+              axis=LOG_AXIS if log else alt.Undefined)
     return (alt.Chart(df[drawable], title=alt.TitleParams(f"{quantity.replace('_', ' ')} of the compared runs",
                                                           subtitle=subtitle, anchor="start"))
             .mark_line()
             .encode(x=alt.X("step:Q", title="training step"), y=y,
-                    color=alt.Color("run:N", title="run", scale=alt.Scale(scheme="tableau10"),  # runs apart at a glance
+                    color=alt.Color("run:N", title="run", scale=ordered_scale(df["run"]),  # no red: that is NaN/Inf
                                     legend=alt.Legend(orient="bottom", labelLimit=600)),
                     tooltip=["run", "step", alt.Tooltip("value:Q", format=".4g")]))

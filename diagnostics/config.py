@@ -44,8 +44,8 @@ class ConfigError(ValueError):
     """A config value that is not allowed; the message names the field, the value and what is allowed."""
 
 
-def _f(default, help, group, *, choices=None, lo=None, hi=None, advanced=False, applies=None):
-    meta = {"help": help, "group": group, "choices": choices, "lo": lo, "hi": hi, "advanced": advanced,
+def _f(label, default, help, group, *, choices=None, lo=None, hi=None, advanced=False, applies=None):
+    meta = {"label": label, "help": help, "group": group, "choices": choices, "lo": lo, "hi": hi, "advanced": advanced,
             "applies": applies}
     return dataclasses.field(default=default, metadata=meta)
 
@@ -54,46 +54,56 @@ def _f(default, help, group, *, choices=None, lo=None, hi=None, advanced=False, 
 class RunConfig:
     """Everything that decides one training run; equal configs (seed included) give identical runs on CPU."""
 
-    cell: str = _f("rnn", "Recurrent cell: vanilla (Elman) RNN, LSTM or GRU.", "model", choices=CELLS)
-    activation: str = _f("tanh", "Nonlinearity of the vanilla RNN (gated cells always use sigmoid gates and tanh).",
-                         "model", choices=ACTIVATIONS, applies={"cell": ("rnn",)})
-    hidden_size: int = _f(64, "Hidden units per layer.", "model", lo=1, hi=512)
-    num_layers: int = _f(1, "Stacked recurrent layers.", "model", lo=1, hi=4)
-    init: str = _f("default", "Weight initialisation scheme, applied per gate block.", "initialisation",
-                   choices=INITS)
-    init_scale: float = _f(1.0, "Multiplier on the recurrent weights W_hh after initialisation; for 'normal' "
-                                "W_hh ~ N(0, init_scale²/hidden_size), so init_scale ≈ its spectral radius.",
-                           "initialisation", lo=0.0, hi=100.0)
-    forget_bias: float = _f(1.0, "Initial bias of the gate that keeps the state: the LSTM's forget gate, the "
-                                 "GRU's update gate (Jozefowicz et al. 2015 recommend 1).",
-                            "initialisation", lo=-10.0, hi=10.0, applies={"cell": ("lstm", "gru")})
-    task: str = _f("agreement", "Long-range task: subject–verb agreement, the adding problem or the copy task.",
-                   "task", choices=TASK_NAMES)
-    seq_len: int = _f(10, "Distance the model must carry information: filler words (agreement), sequence "
-                          "length (adding) or blank steps (copy).", "task", lo=2, hi=1000)
-    attractor_rate: float = _f(0.0, "Agreement only: share of filler words replaced by nouns of the opposite "
-                                    "number (attractors).", "task", lo=0.0, hi=1.0, advanced=True,
-                               applies={"task": ("agreement",)})
-    batch_size: int = _f(64, "Sequences per optimiser step.", "task", lo=1, hi=1024, advanced=True)
-    steps: int = _f(300, "Optimiser steps to train for.", "optimisation & clipping", lo=1, hi=100_000)
-    optimizer: str = _f("sgd", "SGD (with momentum) shows vanishing gradients as they are; Adam rescales tiny "
-                               "gradients and can hide them.", "optimisation & clipping", choices=OPTIMIZERS)
-    lr: float = _f(0.1, "Learning rate.", "optimisation & clipping", lo=1e-7, hi=1e4)
-    momentum: float = _f(0.9, "SGD momentum (ignored by Adam).", "optimisation & clipping", lo=0.0, hi=0.999,
-                         advanced=True, applies={"optimizer": ("sgd",)})
-    weight_decay: float = _f(0.0, "Coefficient λ of the explicit L2 penalty λ/2·Σ‖W‖² on all weight matrices "
-                                  "(not biases), added to the loss and recorded separately.",
-                             "optimisation & clipping", lo=0.0, hi=10.0)
-    clip: str = _f("norm", "Gradient clipping: none, by global L2 norm (Pascanu et al. 2013) or by value.",
-                   "optimisation & clipping", choices=CLIPS)
-    clip_threshold: float = _f(1.0, "Clipping threshold: the largest global norm (norm) or |gradient| (value).",
-                               "optimisation & clipping", lo=1e-6, hi=1e6, applies={"clip": ("norm", "value")})
-    on_nonfinite: str = _f("stop", "On a NaN/Inf loss or gradient: stop the run as 'diverged', or skip that "
-                                   "optimiser step and go on.", "optimisation & clipping",
-                           choices=NONFINITE_POLICIES, advanced=True)
-    record_every: int = _f(10, "Record per-time-step gradients, gates and spectra every N steps (0: only loss "
-                               "and metric).", "recording", lo=0, hi=100_000, advanced=True)
-    seed: int = _f(0, "Random seed for data, initialisation and everything else.", "recording", lo=0,
+    cell: str = _f("Cell", "rnn", "Recurrent cell: vanilla (Elman) RNN, LSTM or GRU.", "model", choices=CELLS)
+    activation: str = _f(
+        "Activation", "tanh", "Nonlinearity of the vanilla RNN (gated cells always use sigmoid gates and tanh).",
+        "model", choices=ACTIVATIONS, applies={"cell": ("rnn",)})
+    hidden_size: int = _f("Hidden units", 64, "Hidden units per layer.", "model", lo=1, hi=512)
+    num_layers: int = _f("Layers", 1, "Stacked recurrent layers.", "model", lo=1, hi=4)
+    init: str = _f("Initialisation", "default", "Weight initialisation scheme, applied per gate block.",
+                   "initialisation", choices=INITS)
+    init_scale: float = _f(
+        "Init scale of W_hh", 1.0, "Multiplier on the recurrent weights W_hh after initialisation; for 'normal' "
+        "W_hh ~ N(0, init_scale²/hidden_size), so init_scale ≈ its spectral radius.", "initialisation",
+        lo=0.0, hi=100.0)
+    forget_bias: float = _f(
+        "Forget / update gate bias", 1.0, "Initial bias of the gate that keeps the state: the LSTM's forget gate, "
+        "the GRU's update gate (Jozefowicz et al. 2015 recommend 1).", "initialisation", lo=-10.0, hi=10.0,
+        applies={"cell": ("lstm", "gru")})
+    task: str = _f("Task", "agreement",
+                   "Long-range task: subject–verb agreement, the adding problem or the copy task.", "task",
+                   choices=TASK_NAMES)
+    seq_len: int = _f(
+        "Sequence length", 10, "Distance the model must carry information: filler words (agreement), sequence "
+        "length (adding) or blank steps (copy).", "task", lo=2, hi=1000)
+    attractor_rate: float = _f(
+        "Attractor rate", 0.0, "Agreement only: share of filler words replaced by nouns of the opposite number "
+        "(attractors).", "task", lo=0.0, hi=1.0, advanced=True, applies={"task": ("agreement",)})
+    batch_size: int = _f("Batch size", 64, "Sequences per optimiser step.", "task", lo=1, hi=1024, advanced=True)
+    steps: int = _f("Training steps", 300, "Optimiser steps to train for.", "optimisation & clipping", lo=1,
+                    hi=100_000)
+    optimizer: str = _f(
+        "Optimiser", "sgd", "SGD (with momentum) shows vanishing gradients as they are; Adam rescales tiny "
+        "gradients and can hide them.", "optimisation & clipping", choices=OPTIMIZERS)
+    lr: float = _f("Learning rate", 0.1, "Learning rate.", "optimisation & clipping", lo=1e-7, hi=1e4)
+    momentum: float = _f("Momentum", 0.9, "SGD momentum (ignored by Adam).", "optimisation & clipping", lo=0.0,
+                         hi=0.999, advanced=True, applies={"optimizer": ("sgd",)})
+    weight_decay: float = _f(
+        "Weight decay λ", 0.0, "Coefficient λ of the explicit L2 penalty λ/2·Σ‖W‖² on all weight matrices (not "
+        "biases), added to the loss and recorded separately.", "optimisation & clipping", lo=0.0, hi=10.0)
+    clip: str = _f(
+        "Gradient clipping", "norm", "Gradient clipping: none, by global L2 norm (Pascanu et al. 2013) or by "
+        "value.", "optimisation & clipping", choices=CLIPS)
+    clip_threshold: float = _f(
+        "Clip threshold", 1.0, "Clipping threshold: the largest global norm (norm) or |gradient| (value).",
+        "optimisation & clipping", lo=1e-6, hi=1e6, applies={"clip": ("norm", "value")})
+    on_nonfinite: str = _f(
+        "On NaN/Inf", "stop", "On a NaN/Inf loss or gradient: stop the run as 'diverged', or skip that optimiser "
+        "step and go on.", "optimisation & clipping", choices=NONFINITE_POLICIES, advanced=True)
+    record_every: int = _f(
+        "Record every N steps", 10, "Record per-time-step gradients, gates and spectra every N steps (0: only loss "
+        "and metric).", "recording", lo=0, hi=100_000, advanced=True)
+    seed: int = _f("Seed", 0, "Random seed for data, initialisation and everything else.", "recording", lo=0,
                    hi=2**31 - 1)
 
     def __post_init__(self):

@@ -34,19 +34,28 @@ class Link:
             extra["run"] = str(self.run_id)
         return {k: str(v) for k, v in config.to_dict().items()} | extra
 
-    def share_query(self, config: RunConfig) -> str:
-        """The query of a link that replays this experiment for anyone and starts it: `config` and the lesson if
-        any (a stored run's id is left out: the link trains the same run anew)."""
+    def share_params(self, config: RunConfig) -> dict[str, str]:
+        """The query parameters of a link that replays this experiment for anyone and starts it: `config` and the
+        lesson if any (a stored run's id is left out: the link trains the same run anew)."""
         params = {k: v for k, v in self.query(config).items() if k != "run"}
-        return urlencode(params | {"autorun": "1"})
+        return params | {"autorun": "1"}
+
+    def share_query(self, config: RunConfig) -> str:
+        return urlencode(self.share_params(config))
 
 
-def share_query(lesson: Lesson, variant_index: int = 0) -> str:
-    """URL query that opens the lab on this lesson variant and starts it: its full config plus the lesson keys."""
+def share_params(lesson: Lesson, variant_index: int = 0) -> dict[str, str]:
+    """The query parameters that open the lab on this lesson variant and start it: its full config plus the
+    lesson keys."""
     if not 0 <= variant_index < len(lesson.variants):
         raise IndexError(f"lesson {lesson.slug!r} has variants 0 to {len(lesson.variants) - 1}, not {variant_index}")
     config = lesson.variants[variant_index].config
-    return Link(config, lesson, variant_index).share_query(config)
+    return Link(config, lesson, variant_index).share_params(config)
+
+
+def share_query(lesson: Lesson, variant_index: int = 0) -> str:
+    """`share_params` as a URL query."""
+    return urlencode(share_params(lesson, variant_index))
 
 
 def parse_link(params: Mapping[str, str], stored_config: Callable[[int], dict]) -> Link:

@@ -51,7 +51,7 @@ ETA_AFTER_SECONDS = 1.0  # a rate over a shorter stretch of training is mostly s
 # forkserver, not fork: the server has Tornado and Streamlit threads whose locks a plain fork could copy held.
 _PROCESSES = multiprocessing.get_context("forkserver")
 LESSON_CONFIGS = lesson_configs()
-_PROCESSES.set_forkserver_preload(["diagnostics.runner"])
+_PROCESSES.set_forkserver_preload(["diagnostics.runner", "diagnostics.warm_start"])  # see warm_start
 
 
 @dataclass

@@ -50,7 +50,7 @@ UPGRADABLE_FROM = (1, 2, 3)
 MAX_IDLE_CONNECTIONS = 4  # kept open between uses; Streamlit runs each page redraw in a new thread
 APP = "gradient-flow-lab"
 STALE_SECONDS = 120  # a heartbeat this old means the writer on another host is gone
-FLUSH_SECONDS = 1.0  # a writer also flushes this long after its last flush, so a live view lags at most ~1 s
+FLUSH_SECONDS = 0.5  # a writer also flushes this long after its last flush, so a live view lags at most ~0.5 s
 BUSY_SECONDS = 30.0  # how long a connection waits for another process's write transaction
 FINAL_STATUSES = ("completed", "diverged", "stopped")
 EXPORT_FORMATS = ("csv", "parquet")
@@ -849,14 +849,16 @@ class RunWriter:
         self._closed = False
 
     def add(self, step: int, metrics=(), time_grads=(), gates=(), events=()) -> None:
-        """Buffer one step's rows; commits when `flush_every` steps or FLUSH_SECONDS have accumulated."""
+        """Buffer one step's rows; commits the first step, then when `flush_every` steps or FLUSH_SECONDS have
+        accumulated."""
         if self._closed:
             raise StoreError(f"the writer of run {self.run_id} is closed")
         for table, rows in zip(_TABLES, (metrics, time_grads, gates, events)):
             self._rows[table].extend((self.run_id, *row) for row in rows)
         self._pending += 1
         self._step = step
-        if self._pending >= self._flush_every or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+        if (self._pending >= self._flush_every or time.monotonic() - self._flushed_at >= FLUSH_SECONDS
+                or self.steps_done == 0):  # the first step at once: a live view draws it without waiting
             self.flush()
 
     def flush(self) -> None:

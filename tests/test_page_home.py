@@ -1,7 +1,5 @@
 """Home page through Streamlit's AppTest: the gallery shows real task examples."""
 
-import re
-
 from streamlit.testing.v1 import AppTest
 
 from diagnostics.lessons import LESSONS
@@ -19,13 +17,15 @@ def test_home_shows_tasks_and_cells():
     assert r"h_t = \phi(W_{ih} x_t" in at.latex[0].value and len(at.latex) == 3
 
 
-def test_every_lesson_is_a_card_with_one_link_per_run():
+def test_every_lesson_is_a_card_with_one_link_per_run_that_opens_the_lab_in_this_tab():
     at = AppTest.from_file("../dashboard.py", default_timeout=60).run()
     markdown = [m.value for m in at.markdown]
+    links = [link.proto for link in at.get("page_link")]  # page links switch pages in the same tab
     for lesson in LESSONS:
         assert f"**{lesson.number}. {lesson.title}**" in markdown
-        [links] = [m for m in markdown if f"lesson={lesson.slug}&" in m]
-        found = re.findall(r"\[(.+?) ▶\]\(lab\?(.+?)\)", links)
-        assert found == [(v.label, share_query(lesson, k)) for k, v in enumerate(lesson.variants)]
+        found = [(link.label, link.query_string) for link in links if f"lesson={lesson.slug}&" in link.query_string]
+        assert found == [(f"{v.label} ▶", share_query(lesson, k)) for k, v in enumerate(lesson.variants)]
+    assert {link.page for link in links} == {"lab"}
+    assert len(links) == sum(len(lesson.variants) for lesson in LESSONS)
     texts = sorted(c.value for c in at.caption if c.value in {item.text for item in LESSONS})
     assert texts == sorted(item.text for item in LESSONS)  # each card explains its lesson

@@ -51,7 +51,8 @@ def test_controls_are_built_from_the_config_fields(db):
     at = open_lab()
     assert not at.exception
     labels = {w.label for w in [*at.sidebar.selectbox, *at.sidebar.number_input]}
-    assert {"Cell", "Activation", "Init", "Init scale", "Hidden size", "Clip threshold", "Seed"} <= labels
+    assert {"Cell", "Activation", "Initialisation", "Init scale of W_hh", "Hidden units", "Learning rate",
+            "Sequence length", "Clip threshold", "Seed"} <= labels
     assert at.sidebar.selectbox(key="cfg_cell").value == "rnn"
     assert "No run yet" in at.info[0].value
 
@@ -64,6 +65,27 @@ def test_a_link_sets_the_controls_and_the_url_follows_them(db):
     at.sidebar.selectbox(key="cfg_cell").select("rnn").run()
     assert at.sidebar.number_input(key="cfg_forget_bias").disabled is True  # LSTM and GRU only
     assert RunConfig.from_query(dict(at.query_params)) == RunConfig(hidden_size=12, lr=0.05, seed=7)
+
+
+def test_a_link_opened_in_the_same_tab_replaces_the_experiment_and_the_labs_own_address_does_not(db):
+    at = open_lab("lesson=clipping")
+    assert at.title[0].value.startswith("Lesson 2")
+    at.toggle[0].set_value(True).run()  # show the controls
+    at.sidebar.number_input(key="cfg_seed").set_value(5).run()  # the Lab writes its own address: not a new link
+    assert at.sidebar.number_input(key="cfg_seed").value == 5 and at.query_params["seed"] == "5"
+    at.query_params.clear()
+    for key, value in (pair.split("=", 1) for pair in share_query(LESSONS[3]).split("&")):
+        if key != "autorun":  # as Home's link for lesson 4 would open it, but without training here
+            at.query_params[key] = value
+    at.switch_page("app_pages/lab.py").run()
+    assert at.title[0].value == f"Lesson 4: {LESSONS[3].title}"
+    assert at.sidebar.selectbox(key="cfg_cell").value == "lstm"  # the controls hold the new experiment
+    assert RunConfig.from_query(dict(at.query_params)) == LESSONS[3].variants[0].config
+    at.switch_page("app_pages/home.py").run()
+    at.query_params.clear()
+    at.switch_page("app_pages/lab.py").run()  # back through the page menu: the session keeps its experiment
+    assert at.title[0].value == f"Lesson 4: {LESSONS[3].title}"
+    assert RunConfig.from_query(dict(at.query_params)) == LESSONS[3].variants[0].config
 
 
 def test_bad_link_gets_a_message_and_the_defaults_and_does_not_train(db):

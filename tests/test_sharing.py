@@ -137,6 +137,28 @@ def test_a_runs_chart_data_is_read_once_for_all_its_viewers_until_it_changes(tmp
     assert manager.charts.get(run.run_id).loss["step"].max() == 6 and manager.charts.computed == 2
 
 
+def test_a_runs_chart_specs_are_built_once_for_all_its_viewers_until_it_changes(tmp_path):
+    manager = make(tmp_path)
+    run = manager.submit(SMALL, owner="a")
+    wait_for(lambda: run.state == "done")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(manager.charts.specs(run.run_id))) for _ in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (manager.charts.computed, manager.charts.built) == (1, 1)
+    assert all(specs is results[0][1] for _, specs in results)
+    assert manager.charts.get(run.run_id) is results[0][0]  # the same reading serves data and specs
+    writer = manager.store.writer(run.run_id)
+    writer.add(6, metrics=[(6, "loss", None, "", 0.5)])
+    writer.flush()
+    data, specs = manager.charts.specs(run.run_id)
+    assert (manager.charts.computed, manager.charts.built) == (2, 2)
+    loss = next(spec for row in specs for spec in row if spec.name == "loss_chart")
+    assert loss.datasets["data-0"]["step"].max() == 6
+
+
 def test_a_lesson_run_is_pinned_once_trained_and_other_runs_are_not(tmp_path):
     manager = make(tmp_path)
     config = lesson(1).variants[0].config  # diverges within a few steps

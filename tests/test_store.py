@@ -187,25 +187,28 @@ def test_delete_removes_that_run_only(store):
     assert store.create_run({}) == gone + 1  # ids are never reused
 
 
-def test_writer_commits_every_flush_every_steps(store):
+def test_writer_commits_the_first_step_at_once_then_every_flush_every_steps(store):
     run_id = store.create_run({})
     writer = store.writer(run_id, flush_every=3)
-    for step in range(1, 8):
+    writer.add(1, metrics=[(1, "loss", None, "", 1.0)])
+    assert store.get_run(run_id).steps_done == writer.steps_done == 1  # a live view draws step 1 at once
+    for step in range(2, 7):
         writer.add(step, metrics=[(step, "loss", None, "", float(step))])
-    assert store.load(run_id).metrics["step"].tolist() == [1, 2, 3, 4, 5, 6]
-    assert store.get_run(run_id).steps_done == writer.steps_done == 6
+    assert store.load(run_id).metrics["step"].tolist() == [1, 2, 3, 4]
+    assert store.get_run(run_id).steps_done == writer.steps_done == 4
     writer.close("stopped", {})
-    assert store.load(run_id).metrics["step"].tolist() == list(range(1, 8))
-    assert (store.get_run(run_id).status, store.get_run(run_id).steps_done) == ("stopped", 7)
+    assert store.load(run_id).metrics["step"].tolist() == list(range(1, 7))
+    assert (store.get_run(run_id).status, store.get_run(run_id).steps_done) == ("stopped", 6)
     with pytest.raises(StoreError, match="closed"):
-        writer.add(8)
+        writer.add(7)
 
 
 def test_failed_flush_writes_nothing_and_keeps_the_store_usable(store):
     kept, kept_rows = write_run(store, steps=2)
     run_id = store.create_run({})
     writer = store.writer(run_id, flush_every=10)
-    writer.add(1, metrics=[(1, "loss", None, "", 1.0)], time_grads=[(1, 0, 1)])  # a value short
+    with pytest.raises(sqlite3.ProgrammingError):  # the first step is committed at once
+        writer.add(1, metrics=[(1, "loss", None, "", 1.0)], time_grads=[(1, 0, 1)])  # a value short
     with pytest.raises(sqlite3.ProgrammingError):
         writer.flush()
     assert store.load(run_id).metrics.empty and store.get_run(run_id).steps_done == 0
@@ -482,12 +485,12 @@ def test_reader_thread_sees_committed_rows_while_writer_is_open(store, shared):
 
     for step in (1, 2, 3):
         writer.add(step, metrics=[(step, "loss", None, "", 1.0)])
-    read("buffered")
+    read("buffered")  # step 1 was committed at once, steps 2 and 3 wait in the buffer
     writer.flush()
     writer.add(4, metrics=[(4, "loss", None, "", 1.0)])
     read("flushed")
     other_connection = sql(store.path, "SELECT step FROM metrics WHERE run_id = ?", (run_id,))
-    assert seen == {"buffered": [], "flushed": [1, 2, 3]}
+    assert seen == {"buffered": [1], "flushed": [1, 2, 3]}
     assert other_connection == [(1,), (2,), (3,)]
     assert reader.get_run(run_id).steps_done == 3
 

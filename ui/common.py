@@ -59,9 +59,28 @@ def session_link() -> Link:
     """What the link that opened this session asked for; the URL decides the experiment on the session's first
     page view only, after that the controls do (opening a link starts a new session)."""
     if "lab_link" not in st.session_state:
-        link = parse_link(st.query_params.to_dict(), _stored_config)
+        params = st.query_params.to_dict()
+        link = parse_link(params, _stored_config)
         st.session_state.lab_link, st.session_state.lab_config = link, link.config
+        st.session_state.lab_url = params
     return st.session_state.lab_link
+
+
+LINK_STATE = ("lab_link", "lab_config", "lab_url", "lab_problems_shown", "lab_autorun_done", "lab_reused",
+              "lab_left")  # what a session keeps of the link that opened the Lab
+
+
+def follow_new_link() -> bool:
+    """Whether the Lab was opened in this tab with a link other than the address it last wrote (a lesson link on
+    Home, a run on Runs): then the link's experiment replaces the session's, as a link in a new tab would."""
+    params = st.query_params.to_dict()
+    if "lab_link" not in st.session_state or not params or params == st.session_state.get("lab_url"):
+        return False  # the session's own address, or the Lab reached through the page menu (no query)
+    for key in LINK_STATE:
+        st.session_state.pop(key, None)
+    for name in field_map():
+        st.session_state.pop(KEY + name, None)
+    return True
 
 
 def session_config() -> RunConfig:
@@ -77,7 +96,7 @@ def set_session_config(config: RunConfig) -> None:
 
 
 def label(name: str) -> str:
-    return name.replace("_", " ").capitalize()
+    return field_map()[name].metadata["label"]
 
 
 def _control(f: dataclasses.Field, current: RunConfig) -> None:
@@ -130,6 +149,7 @@ def sync_url(config: RunConfig) -> None:
     """Keep the page URL equal to the config (seed included) and the link's lesson or run, so the address bar
     is always a share link."""
     wanted = session_link().query(config)
+    st.session_state.lab_url = wanted
     if st.query_params.to_dict() != wanted:
         st.query_params.from_dict(wanted)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import pandas as pd
 import streamlit as st
 
-from diagnostics import charts
 from diagnostics.chartdata import LabChartData
 from diagnostics.config import ConfigError, RunConfig
 from diagnostics.diagnosis import EXPLODING, VANISHING
@@ -17,60 +17,91 @@ from ui.common import session_id
 from ui.text import literal
 
 POLL_SECONDS = 1.0
+FIRST_STEP_POLL_SECONDS = 0.05
 REMEDIES_PER_ROW = 2
 
 
 def render_run(*, manager: RunManager, store: Store, on_remedy: Callable[[RunConfig], None],
                live: LiveRun | None = None, run_id: int | None = None) -> None:
-    """Poll while the run is live (a fragment reruns every second); draw it once when it is stored."""
-    if live is not None and live.state != "done":
-        st.fragment(_live_part, run_every=POLL_SECONDS)(live, manager)
+    """A live and a finished run share one layout (status, NaN banner, charts, then the diagnosis), drawn by one
+    fragment that polls every second while the run trains: when it ends, every chart stays where it was and only
+    the status line and the diagnosis below the charts change."""
+    polling = live is not None and live.state != "done"
+    st.fragment(_run_view, run_every=POLL_SECONDS if polling else None)(live, run_id, manager, polling)
+    if polling:
         return
     run_id = live.run_id if live is not None else run_id
-    if live is not None and live.error:
-        st.error(f"The run failed: {literal(live.error)}")
-    if run_id is None:
-        st.info("The run was stopped before it started.")
-        return
     try:
-        info = store.get_run(run_id)
-        data = manager.charts.get(run_id)
+        info = store.get_run(run_id) if run_id is not None else None
     except StoreError:
-        st.warning(f"Run {run_id} is no longer stored: it was deleted (on the Runs page, or to make room in this "
-                   "server's store).")
+        return  # the fragment said so
+    if info is None:
         return
-    _status_line(info)
-    _nonfinite_banner(data)
     if info.status in FINAL_STATUSES:
         _diagnosis_panel(info, on_remedy)
     else:
         st.subheader("Diagnosis")
         st.info(UNDIAGNOSED[info.status].format(steps=info.steps_done))
-    _charts(data)
 
 
-def _live_part(live: LiveRun, manager: RunManager) -> None:
-    manager.touch(live, session_id())  # a run nobody watches any more is stopped, so it frees its slot
-    if live.state == "done":
-        st.rerun(scope="app")  # the final view (diagnosis, remedies) is drawn by the whole page
-    if live.state == "queued":
-        position = manager.queue_position(live)
-        st.info("Starting…" if position is None else
-                f"Waiting for a free slot: number {position} in the queue (this server trains "
-                f"{manager.max_concurrent} run(s) at a time).")
+def _run_view(live: LiveRun | None, run_id: int | None, manager: RunManager, polling: bool) -> None:
+    """Status line, NaN banner and charts, each in a slot of its own so an element never moves to another
+    place (which would re-mount it) when the others change."""
+    if polling and live.state == "done":
+        st.rerun(scope="app")  # it ended: the final view (diagnosis, remedies) is drawn by the whole page
+    status, banner, grid = st.container(), st.container(), st.container()
+    if live is not None and live.state != "done":
+        manager.touch(live, session_id())  # a run nobody watches any more is stopped, so it frees its slot
+        if live.state == "queued":
+            position = manager.queue_position(live)
+            status.info("Starting…" if position is None else
+                        f"Waiting for a free slot: number {position} in the queue (this server trains "
+                        f"{manager.max_concurrent} run(s) at a time).")
+            return
+        _await_first_step(live)
+        if live.run_id is None or live.steps_done == 0:
+            _progress(status, live, manager)
+            return
+        run_id = live.run_id
+    else:
+        if live is not None and live.error:
+            status.error(f"The run failed: {literal(live.error)}")
+        run_id = live.run_id if live is not None else run_id
+        if run_id is None:
+            status.info("The run was stopped before it started.")
+            return
+    try:  # read and built before anything is drawn, so the page's elements change together
+        info = manager.store.get_run(run_id)
+        data, specs = manager.charts.specs(run_id)
+    except StoreError:
+        status.warning(f"Run {run_id} is no longer stored: it was deleted (on the Runs page, or to make room in "
+                       "this server's store).")
         return
-    total = live.config.steps
-    eta = live.eta_seconds
+    if polling:
+        _progress(status, live, manager)
+    else:
+        with status:
+            _status_line(info)
+    with banner:
+        _nonfinite_banner(data)
+    with grid:
+        _charts(specs)
+
+
+def _await_first_step(live: LiveRun) -> None:
+    """Wait up to one poll for a starting run's first step, so its first charts come with this poll, not the next."""
+    deadline = time.monotonic() + POLL_SECONDS
+    while live.state == "running" and live.steps_done == 0 and time.monotonic() < deadline:
+        time.sleep(FIRST_STEP_POLL_SECONDS)
+
+
+def _progress(slot, live: LiveRun, manager: RunManager) -> None:
+    total, eta = live.config.steps, live.eta_seconds
     watching = manager.viewer_count(live)
     others = f" · watched by {watching} visitors" if watching > 1 else ""
-    st.progress(min(live.steps_done / total, 1.0),
-                text=(f"{live.steps_done} / {total} steps · {live.steps_per_second:.1f} steps/s · "
-                      f"ETA {eta:.0f} s" if eta is not None else f"{live.steps_done} / {total} steps") + others)
-    if live.run_id is None or live.steps_done == 0:
-        return
-    data = manager.charts.get(live.run_id)
-    _nonfinite_banner(data)
-    _charts(data)
+    slot.progress(min(live.steps_done / total, 1.0),
+                  text=(f"{live.steps_done} / {total} steps · {live.steps_per_second:.1f} steps/s · "
+                        f"ETA {eta:.0f} s" if eta is not None else f"{live.steps_done} / {total} steps") + others)
 
 
 def _status_line(info: RunInfo) -> None:
@@ -159,12 +190,11 @@ def _remedy_buttons(run_id: int, kind: str, found: list[dict], config: RunConfig
             width="stretch", help=f"Start a new run with {remedy['changes']}")
 
 
-def show(chart) -> None:
-    st.altair_chart(chart, width="stretch")
-
-
-def _charts(data: LabChartData) -> None:
-    for row in charts.LAB_CHART_ROWS:
-        for column, build in zip(st.columns(len(row)), row):
+def _charts(specs) -> None:
+    """The charts in their rows; each keeps one element (keyed by its builder) whose data is swapped in place,
+    with its subtitle lines as a caption below it."""
+    for row in specs:
+        for column, spec in zip(st.columns(len(row)), row):
             with column:
-                show(build(data))
+                st.vega_lite_chart(spec.with_data(), width="stretch", key=f"lab-{spec.name}")
+                st.caption(literal(" · ".join(spec.notes)))

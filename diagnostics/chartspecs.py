@@ -1,0 +1,82 @@
+"""The lab's charts as the browser gets them while a run trains: specs that stay the same between polls.
+
+Streamlit names a chart's datasets by a hash of their rows, so each new step made a new spec and the browser
+built the chart again (blank, re-laid out, one chart after another). Here each dataset is named by its place
+in the chart and the subtitle (which counts points and names steps, so it changes as the run goes) is taken
+out to be drawn as a caption: a live chart's spec changes only when its structure does (a red rule appears),
+and otherwise the browser swaps the new rows into the Vega view it already shows. Building the specs is the
+expensive part of drawing (Altair's validation), so `chartcache` builds them once per stored state for every
+viewer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import altair as alt
+import pandas as pd
+
+from . import charts
+from .chartdata import LabChartData
+
+# Altair's default theme sets a 300-pixel view; Streamlit drops it too (the column decides the width).
+_THEME_VIEW = {"continuousWidth": 300, "continuousHeight": 300}
+
+
+@dataclass(frozen=True)
+class ChartSpec:
+    """One chart: its Vega-Lite spec without data, the rows of each named dataset, and its subtitle lines."""
+
+    name: str  # the builder's, e.g. "loss_chart": a stable key for the page element
+    spec: dict
+    datasets: dict[str, pd.DataFrame]
+    notes: tuple[str, ...]
+
+    def with_data(self) -> dict:
+        """The spec with its datasets, as `st.vega_lite_chart` takes it (it sends the frames as Arrow)."""
+        return {**self.spec, "datasets": dict(self.datasets)}
+
+
+def chart_spec(chart: alt.TopLevelMixin, name: str) -> ChartSpec:
+    """`chart` (built for this call: its data is replaced by names) as a spec with stable dataset names."""
+    datasets: dict[str, pd.DataFrame] = {}
+    _name_datasets(chart, datasets, {})
+    spec = chart.to_dict(validate=False)  # the tests validate every builder; here it was most of the cost
+    title = spec.get("title")
+    notes: tuple[str, ...] = ()
+    if isinstance(title, dict):
+        subtitle = title.pop("subtitle", [])
+        notes = tuple([subtitle] if isinstance(subtitle, str) else subtitle)
+    if spec.get("config", {}).get("view") == _THEME_VIEW:
+        del spec["config"]["view"]
+        if not spec["config"]:
+            del spec["config"]
+    return ChartSpec(name=name, spec=spec, datasets=datasets, notes=notes)
+
+
+def _name_datasets(chart, datasets: dict[str, pd.DataFrame], names: dict[int, str]) -> None:
+    """Replace every frame in the chart tree by a name given in order of appearance (one frame, one name)."""
+    data = getattr(chart, "data", alt.Undefined)
+    if isinstance(data, pd.DataFrame):
+        if id(data) not in names:
+            names[id(data)] = f"data-{len(datasets)}"
+            datasets[names[id(data)]] = data
+        chart.data = alt.NamedData(name=names[id(data)])
+    for part in ("layer", "vconcat", "hconcat", "concat"):
+        children = getattr(chart, part, alt.Undefined)
+        for child in (() if children is alt.Undefined else children):
+            _name_datasets(child, datasets, names)
+
+
+def lab_chart_specs(data: LabChartData) -> tuple[tuple[ChartSpec, ...], ...]:
+    """Every lab chart of a run, in `charts.LAB_CHART_ROWS`' rows; a builder's list of charts (the heatmap's
+    layers) becomes one row per chart."""
+    rows = []
+    for row in charts.LAB_CHART_ROWS:
+        built = [(build.__name__, build(data)) for build in row]
+        if len(built) == 1 and isinstance(built[0][1], list):
+            name, parts = built[0]
+            rows += [(chart_spec(part, f"{name}-{k}"),) for k, part in enumerate(parts)]
+        else:
+            rows.append(tuple(chart_spec(chart, name) for name, chart in built))
+    return tuple(rows)
