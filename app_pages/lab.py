@@ -92,6 +92,19 @@ def rejoin(run: LiveRun) -> None:
         st.session_state.lab_busy = "That run has ended meanwhile; its stored result is on the Runs page."
 
 
+def toggle_pause(run: LiveRun) -> None:
+    (manager.resume if run.paused else manager.pause)(run, session_id())
+
+
+def step(run: LiveRun) -> None:
+    manager.step(run, session_id())
+
+
+def reset(new_config: RunConfig) -> None:
+    """Start the experiment over from step 0 as a fresh run (the one watched now is left, or stopped if alone)."""
+    start(new_config, fresh=True)
+
+
 def stop(run: LiveRun) -> None:
     if not manager.leave(run, session_id()):
         st.session_state.lab_left = run.handle  # others watch it: it trains on, and this page offers to rejoin
@@ -106,14 +119,24 @@ if busy := st.session_state.pop("lab_busy", None):
 
 live = current_run()
 running = live is not None and live.state != "done"
+controls = running and live.state == "running" and live.owner == session_id()  # pause and step: its starter only
 oversized = manager.refusal(config)
-left, middle, right = st.columns([1, 1, 4])
-left.button("Train", type="primary", disabled=running or oversized is not None, on_click=start, args=(config,),
-            help="Start a run with these settings" if oversized is None else
-            "This server does not train these settings")
-middle.button("Stop", disabled=not running, on_click=stop, args=(live,),
-              help="End the run after its current step (a run others are watching keeps training for them)")
-with right.popover("Share this experiment"):
+train_col, stop_col, pause_col, step_col, reset_col, share_col = st.columns([1, 1, 1.2, 1, 1, 3])
+train_col.button("Train", type="primary", disabled=running or oversized is not None, on_click=start,
+                 args=(config,), help="Start a run with these settings" if oversized is None else
+                 "This server does not train these settings")
+stop_col.button("Stop", disabled=not running, on_click=stop, args=(live,),
+                help="End the run after its current step (a run others are watching keeps training for them)")
+paused = running and live.paused
+not_yours = "" if controls or not running else " (only the visitor who started this run can)"
+pause_col.button("Resume" if paused else "Pause", disabled=not controls, on_click=toggle_pause, args=(live,),
+                 help=("Go on training" if paused else "Hold the run after its current step; everyone watching "
+                       "it sees it hold") + not_yours)
+step_col.button("Step", disabled=not (controls and paused), on_click=step, args=(live,),
+                help="Take one more optimiser step and show it, then hold again (pause first)" + not_yours)
+reset_col.button("Reset", disabled=oversized is not None or (live is None and session_link().run_id is None),
+                 on_click=reset, args=(config,), help="Train this experiment again from step 0, as a fresh run")
+with share_col.popover("Share this experiment"):
     st.caption("Anyone who opens this link gets the same settings, seed included, and the run starts.")
     st.code(share_link(config), language=None)
 

@@ -8,6 +8,7 @@ in `charts` decide how to draw them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -50,6 +51,33 @@ class LabChartData:
     profile_step: int | None  # latest recorded step whose layer-0 profile is all finite
     time_fit: TimeGradientFit | None  # fit of layer 0's profile, as the diagnosis reads it
     events: pd.DataFrame  # the non-finite ledger (rundata.EVENT_COLUMNS), kind == "nonfinite"
+    scrubbed: bool = False  # the profile is at a step a viewer chose, not the latest finite one
+
+
+SCRUB_STEPS = 200  # a scrubber offers at most about this many recorded steps (evenly spread, first and last kept)
+
+
+def at_step(data: LabChartData, rows: pd.DataFrame, step: int) -> LabChartData:
+    """`data` with its gradient-through-time profile and fit at the recorded step `step` (`rows`: layer, t, value
+    of that step, as `Store.time_grads_at` gives them): what the profile chart and the heatmaps' marker show
+    when a viewer scrubs to a step. A profile that is not all finite gets no fit."""
+    profile = rows[["layer", "t", "value"]].sort_values(["layer", "t"]).reset_index(drop=True)
+    layer0 = profile.loc[profile["layer"] == 0, "value"]
+    finite = bool(len(layer0)) and bool(np.isfinite(layer0.to_numpy(dtype=float)).all())
+    fit = time_gradient_fit(layer0) if finite else None
+    return dataclasses.replace(data, time_profile=profile, time_fit_line=_fit_line(profile, fit), profile_step=step,
+                               time_fit=fit, scrubbed=True)
+
+
+def scrub_steps(steps: Iterable[int], keep: Iterable[int] = (), count: int = SCRUB_STEPS) -> list[int]:
+    """At most ~`count` of the recorded `steps` for a scrubber, evenly spread, with the first, the last and `keep`
+    (the step a viewer chose, so it stays a choice while a live run grows)."""
+    steps = np.unique(np.asarray(list(steps), dtype=np.int64))
+    if steps.size <= count:
+        return steps.tolist()
+    picked = steps[np.linspace(0, steps.size - 1, count).round().astype(int)]
+    kept = [k for k in keep if k in set(steps.tolist())]
+    return np.union1d(picked, np.asarray(kept, dtype=np.int64)).tolist()
 
 
 # --- downsampling ---------------------------------------------------------------------------------------

@@ -238,9 +238,8 @@ def saturation_chart(data: LabChartData) -> alt.LayerChart:
 
 
 # --- gradient through time ------------------------------------------------------------------------------
-def time_grad_heatmap(data: LabChartData) -> list[alt.LayerChart]:
-    """‖∂L/∂h_t‖ per recorded step and time step, one chart per layer (drawn one below the other, each as wide as
-    its column: Vega-Lite cannot fit a concatenation to a column); 0 and NaN/±Inf get own colours (no log10)."""
+def time_grad_heatmap(data: LabChartData) -> alt.VConcatChart:
+    """‖∂L/∂h_t‖ per recorded step and time step, per layer; 0 and NaN/±Inf get own colours (no log10)."""
     cells = data.time_grad_cells
     T = task_of(data.config).total_steps()
     layers = sorted(cells["layer"].unique()) if not cells.empty else [0]
@@ -249,9 +248,8 @@ def time_grad_heatmap(data: LabChartData) -> list[alt.LayerChart]:
              f"grey: {UNDERFLOW}; red cells: {NONFINITE} (NaN/±Inf)",
              f"each row covers up to {per_row} time steps" if per_row > 1 else "",
              "" if not cells.empty else "no per-time-step gradients recorded yet", _events_note(data.events)]
-    return [_heatmap_panel(cells[cells["layer"] == k], k, T, data.events).properties(title=_title(
-        f"Gradient reaching each time step, over training: layer {k}", *(notes if k == layers[-1] else ())))
-        for k in layers]
+    panels = [_heatmap_panel(cells[cells["layer"] == k], k, T, data.events) for k in layers]
+    return alt.vconcat(*panels, title=_title("Gradient reaching each time step, over training", *notes))
 
 
 def _heatmap_panel(cells: pd.DataFrame, layer: int, T: int, events: pd.DataFrame) -> alt.LayerChart:
@@ -270,8 +268,8 @@ def _heatmap_panel(cells: pd.DataFrame, layer: int, T: int, events: pd.DataFrame
         x=x, x2="step_end:Q", y=y, y2="y1:Q", tooltip=tooltip,
         color=alt.Color("kind:N", title="no log10", legend=BOTTOM,
                         scale=alt.Scale(domain=list(SPECIAL_CELLS), range=list(SPECIAL_CELLS.values()))))
-    return alt.layer(finite, special, *_event_rules(events)).resolve_scale(color="independent").properties(
-        height=220)
+    return (alt.layer(finite, special, *_event_rules(events)).resolve_scale(color="independent")
+            .properties(title=f"layer {layer}", height=220))
 
 
 def time_profile_chart(data: LabChartData) -> alt.LayerChart:
@@ -283,7 +281,8 @@ def time_profile_chart(data: LabChartData) -> alt.LayerChart:
     y_title = "‖∂L/∂h_t‖ (L2 norm, log scale)"
     x = alt.X("t:Q", title=f"time step t (1 … {T})", scale=alt.Scale(domain=[1, T]))
     y = alt.Y("value:Q", title=y_title, scale=LOG, axis=LOG_AXIS)
-    where = f"at step {data.profile_step}, the latest with a finite profile" if data.profile_step else ""
+    where = ("" if not data.profile_step else f"at step {data.profile_step}, the step chosen below" if data.scrubbed
+             else f"at step {data.profile_step}, the latest with a finite profile")
     return alt.layer(*_lines(drawn, x, alt.Tooltip("t:Q", title="time step t"), y, y_title, dash="line",
                                      zeros=zeros)).properties(title=_title(
         "Gradient back through time", fit_summary(data), where, _zeros_note(zeros), _left_out(hidden, log=True)))
@@ -301,7 +300,6 @@ def fit_summary(data: LabChartData) -> str:
     return f"gain ×{fit.gain:.2f} per step · memory horizon ≈ {fit.horizon:.0f} steps"
 
 
-# The lab's charts in rows: two side by side, or one at full width (the heatmap needs it; it is a list of
-# charts, one per layer, each drawn in a row of its own).
+# The lab's charts in rows: two side by side, or one at full width (the heatmap needs it).
 LAB_CHART_ROWS = ((loss_chart, metric_chart), (grad_norm_chart, time_profile_chart), (time_grad_heatmap,),
                   (weight_chart, update_ratio_chart), (spectral_chart, saturation_chart))

@@ -68,15 +68,21 @@ def _name_datasets(chart, datasets: dict[str, pd.DataFrame], names: dict[int, st
             _name_datasets(child, datasets, names)
 
 
+# The charts that show one recorded step: the gradient-through-time profile.
+AT_STEP_CHARTS = (charts.time_profile_chart,)
+
+
 def lab_chart_specs(data: LabChartData) -> tuple[tuple[ChartSpec, ...], ...]:
-    """Every lab chart of a run, in `charts.LAB_CHART_ROWS`' rows; a builder's list of charts (the heatmap's
-    layers) becomes one row per chart."""
-    rows = []
-    for row in charts.LAB_CHART_ROWS:
-        built = [(build.__name__, build(data)) for build in row]
-        if len(built) == 1 and isinstance(built[0][1], list):
-            name, parts = built[0]
-            rows += [(chart_spec(part, f"{name}-{k}"),) for k, part in enumerate(parts)]
-        else:
-            rows.append(tuple(chart_spec(chart, name) for name, chart in built))
-    return tuple(rows)
+    """Every lab chart of a run, in `charts.LAB_CHART_ROWS`' rows."""
+    return tuple(tuple(_spec(build, data) for build in row) for row in charts.LAB_CHART_ROWS)
+
+
+def at_step_specs(specs: tuple[tuple[ChartSpec, ...], ...], data: LabChartData) -> tuple[tuple[ChartSpec, ...], ...]:
+    """`specs` with the charts of AT_STEP_CHARTS built again from `data` (a run's data `at_step` a chosen step);
+    the others are kept, so a viewer's scrubbing builds one chart, not nine."""
+    fresh = {spec.name: spec for spec in (_spec(build, data) for build in AT_STEP_CHARTS)}
+    return tuple(tuple(fresh.get(spec.name, spec) for spec in row) for row in specs)
+
+
+def _spec(build, data: LabChartData) -> ChartSpec:
+    return chart_spec(build(data), build.__name__)

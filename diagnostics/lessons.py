@@ -35,6 +35,7 @@ class Variant:
     label: str
     config: RunConfig
     expect: str
+    pace: float | None = None  # steps per second the dashboard trains it at, so a fast effect can be watched
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,8 @@ FAILURES = (_diverged, _forgot)
 # --- the runs ---------------------------------------------------------------------------------------------
 # A linear RNN whose W_hh is 1.3 × an orthogonal matrix multiplies ∂L/∂h_t by exactly 1.3 per step back in
 # time; its forward pass is finite at the start, so only the updates can blow it up, and clipping stops that.
-EXPLODING = RunConfig(activation="linear", init="orthogonal", init_scale=1.3, clip="none")
+# Recorded at every step: lesson 1 is over within 4 steps, and a class scrubs through each of them.
+EXPLODING = RunConfig(activation="linear", init="orthogonal", init_scale=1.3, clip="none", record_every=1)
 # "the cat(s)" + 15 fillers → was/were: the tanh RNN stays at chance for 1500 SGD steps (measured), while an
 # LSTM learns it in about 460; hidden 32 keeps an 800-step run at a few seconds.
 FAR = RunConfig(hidden_size=32, seq_len=15, steps=800)
@@ -185,10 +187,12 @@ LESSONS: tuple[Lesson, ...] = (
         "makes the weights larger, which makes the next gradient larger still. Watch the gradient-norm chart "
         "climb by orders of magnitude until the run stops; the red mark and the diagnosis name the step, tensor "
         "and time step where NaN/Inf first appeared.",
+        # It explodes within 4 steps: trained at one step a second in the dashboard, a class sees each step's
+        # gradient through time (and scrubs back to any of them); the numbers are the run's own.
         (Variant("no clipping", EXPLODING,
                  "The gradient norm leaps by orders of magnitude within a few steps, and the run stops as diverged "
                  "at the first NaN/Inf, located on the charts; the diagnosis reports an exploding-gradient "
-                 "problem and offers clipping first."), _diverged),
+                 "problem and offers clipping first.", pace=1.0), _diverged),
     ),
     _lesson(
         "clipping", 2, "Clipping the gradient norm prevents the blow-up",
@@ -353,6 +357,11 @@ def known_outcomes() -> tuple[dict[RunConfig, int], set[RunConfig]]:
             else:
                 cures.setdefault(variant.config, item.number)
     return cures, failures
+
+
+def lesson_paces() -> dict[RunConfig, float]:
+    """The lesson variants the dashboard trains slowly enough to watch: config -> steps per second."""
+    return {variant.config: variant.pace for item in LESSONS for variant in item.variants if variant.pace}
 
 
 def lesson_configs() -> frozenset[RunConfig]:

@@ -34,8 +34,9 @@ from multiprocessing.connection import Connection
 from . import budget
 from .chartcache import SharedChartData
 from .config import ConfigError, RunConfig, sentence
-from .lessons import lesson_configs
+from .lessons import lesson_configs, lesson_paces
 from .limits import ServerLimits
+from .pausing import Pause
 from .runner import OwnerGone, run_into_store, use_torch_threads
 from .store import Store, StoreError
 from .summary import RunSummary
@@ -51,6 +52,7 @@ ETA_AFTER_SECONDS = 1.0  # a rate over a shorter stretch of training is mostly s
 # forkserver, not fork: the server has Tornado and Streamlit threads whose locks a plain fork could copy held.
 _PROCESSES = multiprocessing.get_context("forkserver")
 LESSON_CONFIGS = lesson_configs()
+LESSON_PACES = lesson_paces()  # lessons trained slowly enough to watch (steps per second)
 _PROCESSES.set_forkserver_preload(["diagnostics.runner", "diagnostics.warm_start"])  # see warm_start
 
 
@@ -73,6 +75,7 @@ class LiveRun:
     # Set when the server exits: the run's process keeps what it wrote but does not finish the run, which then
     # reads back as "interrupted" (nobody stopped it; its server went away).
     orphan_event: multiprocessing.synchronize.Event = field(default_factory=lambda: _PROCESSES.Event())
+    pause: Pause = field(default_factory=lambda: Pause(_PROCESSES))  # its owner may pause, step and resume it
     last_seen: float = field(default_factory=time.monotonic)  # when a page watching it last polled it
     viewers: dict[str, float] = field(default_factory=dict)  # session watching it -> when its page last polled
     first_progress: tuple[float, int] | None = None  # (time, steps) of the run's first progress report
@@ -81,9 +84,13 @@ class LiveRun:
     def eta_seconds(self) -> float | None:
         """Seconds left at the rate measured since training began (not since the run was queued or its process
         started); None until that rate rests on at least ETA_AFTER_SECONDS of training."""
-        if self.state != "running" or self.steps_per_second <= 0:
+        if self.state != "running" or self.steps_per_second <= 0 or self.paused:
             return None
         return (self.config.steps - self.steps_done) / self.steps_per_second
+
+    @property
+    def paused(self) -> bool:
+        return self.pause.paused.is_set()
 
 
 @dataclass(frozen=True)
@@ -139,8 +146,9 @@ class RunManager:
                 shared.last_seen = shared.viewers[owner] = time.monotonic()
                 return shared
             self._check_room(address)
+            pace = LESSON_PACES.get(config)
             run = LiveRun(handle=next(self._handles), owner=owner, config=config, address=address,
-                          viewers={owner: time.monotonic()})
+                          viewers={owner: time.monotonic()}, pause=Pause(_PROCESSES, 1 / pace if pace else 0.0))
             self._runs[run.handle] = run
             self._queue.append(run.handle)
             self._by_config[config] = run.handle
@@ -231,6 +239,33 @@ class RunManager:
                 return False
             run.last_seen = run.viewers[session] = time.monotonic()
             return True
+
+    def pause(self, run: LiveRun, session: str) -> bool:
+        """Hold `run` after its current step; only the session that started it may (a shared run pauses for
+        every viewer). False when not allowed or not training."""
+        if not self._controls(run, session):
+            return False
+        run.pause.pause()
+        return True
+
+    def resume(self, run: LiveRun, session: str) -> bool:
+        if not self._controls(run, session):
+            return False
+        with self._turn:
+            run.first_progress, run.steps_per_second = None, 0.0  # the rate restarts: the pause was no training
+        run.pause.resume()
+        return True
+
+    def step(self, run: LiveRun, session: str) -> bool:
+        """Let a paused run take one more optimiser step (recorded as every step is)."""
+        if not self._controls(run, session) or not run.paused:
+            return False
+        run.pause.step()
+        return True
+
+    def _controls(self, run: LiveRun, session: str) -> bool:
+        with self._turn:
+            return run.owner == session and run.state == "running"
 
     def viewer_count(self, run: LiveRun) -> int:
         """Sessions watching the run now: those whose page polled it within the abandon time."""
@@ -339,7 +374,7 @@ class RunManager:
         receiver, sender = _PROCESSES.Pipe(duplex=False)
         process = _PROCESSES.Process(target=_train_in_process, name=f"gfl-run-{run.handle}", daemon=True,
                                      args=(run.config, str(self.store.path), run.stop_event, run.orphan_event,
-                                           sender))
+                                           run.pause, sender))
         process.start()
         run.pid = process.pid
         sender.close()  # the child holds the only sending end, so its exit reads as end of file here
@@ -406,7 +441,7 @@ def _progress(run: LiveRun, steps: int) -> None:
         run.steps_per_second = (steps - at) / (now - since)
 
 
-def _train_in_process(config: RunConfig, store_path: str, stop, orphaned, sender) -> None:
+def _train_in_process(config: RunConfig, store_path: str, stop, orphaned, pause: Pause, sender) -> None:
     """A run's own process: register the run, sending ("registered", run_id), train into the store, sending
     ("progress", steps), then ("done", summary) or ("error", message). When the server is gone (killed, or
     exiting) it keeps what it recorded and ends without finishing the run, which reads back as "interrupted"."""
@@ -414,11 +449,14 @@ def _train_in_process(config: RunConfig, store_path: str, stop, orphaned, sender
     use_torch_threads()
     server, last = multiprocessing.parent_process(), 0.0
 
+    def gone() -> bool:
+        return orphaned.is_set() or (server is not None and not server.is_alive())
+
     def progress(summary: RunSummary) -> None:
         nonlocal last
-        if orphaned.is_set() or (server is not None and not server.is_alive()):
+        if gone():
             raise OwnerGone
-        if time.monotonic() - last >= PROGRESS_SECONDS:
+        if time.monotonic() - last >= PROGRESS_SECONDS or pause.paused.is_set():  # a held step shows at once
             sender.send(("progress", summary.steps_done))
             last = time.monotonic()
 
@@ -426,7 +464,8 @@ def _train_in_process(config: RunConfig, store_path: str, stop, orphaned, sender
         with Store(store_path) as store:
             run_id = store.create_run(config.to_dict())  # by this process, so its death reads as interrupted
             sender.send(("registered", run_id))
-            summary = run_into_store(config, store, stop=stop, on_step=progress, run_id=run_id)
+            summary = run_into_store(config, store, stop=stop, on_step=progress, run_id=run_id,
+                                     hold=lambda commit: pause.hold(lambda: stop.is_set() or gone(), commit))
         sender.send(("done", summary))
     except OwnerGone:
         pass  # nobody is left to tell

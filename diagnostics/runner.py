@@ -39,16 +39,27 @@ def use_torch_threads() -> int:
 
 
 def run_into_store(config: RunConfig, store: Store, stop: threading.Event | None = None,
-                   on_step: Callable[[RunSummary], None] | None = None, run_id: int | None = None) -> RunSummary:
+                   on_step: Callable[[RunSummary], None] | None = None, run_id: int | None = None,
+                   hold: Callable[[Callable[[], None]], float] | None = None) -> RunSummary:
     """Train `config`, streaming every step into `store`; diagnose the stored data and close the run.
 
     Pass `run_id` of a run made with `store.create_run` to train into it (the dashboard creates the row
-    first so the page can poll it); otherwise a new run is created. A config too big to train here is refused
+    first so the page can poll it); otherwise a new run is created. `hold(commit)` is called after every step
+    with a function that commits what was recorded; it may wait (a paused run, see `pausing`) and returns the
+    seconds it waited, which do not count as training time. A config too big to train here is refused
     (ConfigError) before anything is stored."""
     budget.check(config)
     if run_id is None:
         run_id = store.create_run(config.to_dict())
     writer = store.writer(run_id)
+    held = 0.0
+
+    def after_step(summary: RunSummary) -> None:
+        nonlocal held
+        if on_step is not None:
+            on_step(summary)
+        if hold is not None:
+            held += hold(writer.flush)
 
     def keep_weights(model: RecurrentModel, summary: RunSummary) -> None:
         buffer = io.BytesIO()
@@ -56,7 +67,8 @@ def run_into_store(config: RunConfig, store: Store, stop: threading.Event | None
         store.save_checkpoint(run_id, summary.steps_done, buffer.getvalue())
 
     try:
-        summary, _ = train(config, sink=writer, stop=stop, on_step=on_step, run_id=run_id, on_end=keep_weights)
+        summary, _ = train(config, sink=writer, stop=stop, on_step=after_step, run_id=run_id, on_end=keep_weights)
+        summary.train_seconds -= held
         writer.flush()
         finish_diagnosis(summary, stored_verdict(summary, store, run_id, config), config)
     except OwnerGone:

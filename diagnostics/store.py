@@ -715,6 +715,23 @@ class Store:
                                 "AND step = ? AND layer = 0 ORDER BY t", (run_id, step))
             return [math.nan if value is None else value for (value,) in rows]
 
+    def recorded_steps(self, run_id: int) -> list[int]:
+        """The steps with a per-time-step gradient profile (layer 0), in order: what a scrubber can show."""
+        with self._transaction("BEGIN") as conn:
+            self._row(conn, run_id)
+            rows = conn.execute("SELECT DISTINCT step FROM time_grads INDEXED BY time_grads_run_step "
+                                "WHERE run_id = ? AND layer = 0 ORDER BY step", (run_id,))
+            return [step for (step,) in rows]
+
+    def time_grads_at(self, run_id: int, step: int) -> pd.DataFrame:
+        """Every layer's ||dL/dh_t|| at one recorded step: layer, t, value (NaN where it was not finite)."""
+        with self._transaction("BEGIN") as conn:
+            self._row(conn, run_id)
+            rows = conn.execute("SELECT layer, t, value FROM time_grads INDEXED BY time_grads_run_step "
+                                "WHERE run_id = ? AND step = ? ORDER BY layer, t", (run_id, step)).fetchall()
+        frame = pd.DataFrame(rows, columns=["layer", "t", "value"])
+        return frame.astype({"layer": "int64", "t": "int64", "value": "float64"})
+
     def save_checkpoint(self, run_id: int, step: int, weights: bytes) -> None:
         """Keep a run's weights (serialised state dict) so pages can look inside the trained model later."""
         with self._transaction("BEGIN IMMEDIATE") as conn:

@@ -155,3 +155,35 @@ def test_a_hostile_link_shows_its_text_and_no_image_or_link(app):
     expect(main.locator("img[src*='evil']")).to_have_count(0)
     expect(main.locator("a[href*='127.0.0.1:9']")).to_have_count(0)
     snapshot(page, "lab-hostile-link")
+
+
+def test_pause_step_and_resume_hold_the_live_view_and_the_scrubber_moves_the_profile(app):
+    url, browser, db = app
+    page = new_page(browser)
+    main = page.get_by_test_id("stMainBlockContainer")
+    config = RunConfig(hidden_size=16, steps=100_000, record_every=5, seed=11)
+    page.goto(f"{url}/lab?{config.to_query()}&autorun=1")
+    expect(page.get_by_text(re.compile(r"^\d+ / 100000 steps ·"))).to_be_visible()
+    main.get_by_role("button", name="Pause", exact=True).click()
+    paused = page.get_by_text(re.compile(r"Paused at step (\d+) / 100000"))
+    expect(paused).to_be_visible()
+    held = int(re.search(r"step (\d+)", paused.inner_text()).group(1))
+    page.wait_for_timeout(1500)
+    assert f"Paused at step {held} /" in paused.inner_text()  # it holds
+    main.get_by_role("button", name="Step", exact=True).click()
+    expect(page.get_by_text(f"Paused at step {held + 1} / 100000", exact=False)).to_be_visible()
+    snapshot(page, "lab-paused")
+    main.get_by_role("button", name="Resume", exact=True).click()
+    expect(page.get_by_text(re.compile(r"^\d+ / 100000 steps ·"))).to_be_visible()
+    main.get_by_role("button", name="Stop", exact=True).click()
+    expect(page.get_by_text(re.compile(r"Run \d+ stopped after \d+ steps"))).to_be_visible()
+
+    stored = run_into_store(RunConfig(hidden_size=8, batch_size=8, seq_len=5, steps=12, record_every=3, seed=12),
+                            Store(db))
+    page.goto(f"{url}/lab?run={stored.run_id}")
+    expect(page.get_by_text("at step 12, the latest with a finite profile", exact=False)).to_be_visible()
+    slider = page.get_by_role("slider")
+    slider.focus()
+    page.keyboard.press("Home")  # the first recorded step
+    expect(page.get_by_text("at step 1, the step chosen below", exact=False)).to_be_visible()
+    snapshot(page, "lab-scrubbed")

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from diagnostics import rundata as rd
-from diagnostics.chartdata import (FINITE, NONFINITE, UNDERFLOW, downsample, lab_chart_data,
-                                   lab_chart_data_from_memory, thin_steps)
+from diagnostics.chartdata import (FINITE, NONFINITE, UNDERFLOW, at_step, downsample, lab_chart_data,
+                                   lab_chart_data_from_memory, scrub_steps, thin_steps)
+from diagnostics.gradflow import time_gradient_fit
 from diagnostics.config import RunConfig
 from diagnostics.runner import run_into_store
 from diagnostics.store import CHART_BLOCK, CHART_RECORDED_STEPS, CHART_TIME_BUCKETS, CHART_WHOLE_STEPS, Store
@@ -263,3 +264,30 @@ def test_long_run_heatmap_profile_and_gates_match_the_full_data(store, long_run)
     gates = lambda d: d.saturation[d.saturation["series"].str.contains("gate")].reset_index(drop=True)  # noqa: E731
     pd.testing.assert_frame_equal(gates(stored), gates(memory), rtol=1e-12, obj="gate saturation")
     assert len(gates(stored)) == 2 * stored.time_grad_cells["step"].nunique()
+
+
+# --- a chosen recorded step (the scrubber) --------------------------------------------------------------
+def test_scrub_steps_spreads_long_runs_and_keeps_the_chosen_step():
+    assert scrub_steps([1, 3, 6, 9]) == [1, 3, 6, 9]
+    long = list(range(1, 100_001, 10))
+    offered = scrub_steps(long, keep=[12_341], count=200)
+    assert offered[0] == 1 and offered[-1] == long[-1] and 12_341 in offered
+    assert 200 <= len(offered) <= 201 and set(offered) <= set(long)
+
+
+def test_a_stored_run_at_a_chosen_step_has_that_steps_profile_and_fit(store, stored_runs):
+    run_id, config = stored_runs["gru"]
+    steps = store.recorded_steps(run_id)
+    assert steps == [1, 3, 6, 9, 12, 15, 18]  # the first and every record_every-th
+    full = store.load(run_id).time_grads
+    rows = store.time_grads_at(run_id, 6)
+    expected = full[full["step"] == 6][["layer", "t", "value"]].astype({"layer": "int64"}).reset_index(drop=True)
+    pd.testing.assert_frame_equal(rows, expected.astype({"t": "int64"}), check_dtype=False)
+    data = at_step(lab_chart_data(store, run_id), rows, 6)
+    assert data.profile_step == 6 and data.scrubbed
+    assert sorted(data.time_profile["layer"].unique()) == [0, 1]
+    layer0 = rows[rows["layer"] == 0]["value"]
+    assert data.time_fit == time_gradient_fit(layer0) and not data.time_fit_line.empty
+    broken = rows.assign(value=rows["value"].where(rows["t"] != 2))  # a profile with a NaN in it
+    data = at_step(lab_chart_data(store, run_id), broken, 6)
+    assert data.time_fit is None and data.time_fit_line.empty and data.profile_step == 6  # no fit through NaN

@@ -201,3 +201,67 @@ def test_each_run_trains_in_its_own_process_and_a_killed_one_is_reported_and_fre
     assert manager.store.get_run(doomed.run_id).status == "interrupted"  # its writer is gone
     wait_for(lambda: waiting.state == "done")
     assert waiting.summary.status == "completed" and waiting.pid not in (None, doomed.pid)
+
+
+def test_pause_holds_a_run_between_steps_step_takes_exactly_one_and_the_numbers_do_not_change(tmp_path):
+    manager = make(tmp_path, max_runs=2)
+    config = SMALL.replace(steps=400, record_every=10)
+    began = time.monotonic()
+    run = manager.submit(config, owner="teacher")
+    wait_for(lambda: run.state == "running" and run.steps_done >= 3)
+    assert not manager.pause(run, "student") and not run.paused  # only the visitor who started it
+    assert manager.pause(run, "teacher") and run.paused
+    wait_for(run.pause.holding.is_set)
+    held_at = manager.store.get_run(run.run_id).steps_done  # committed where it holds
+    wait_for(lambda: run.steps_done == held_at)
+    time.sleep(1.0)
+    assert run.steps_done == held_at == manager.store.get_run(run.run_id).steps_done and run.eta_seconds is None
+    assert manager.step(run, "teacher")
+    wait_for(lambda: manager.store.get_run(run.run_id).steps_done == held_at + 1)
+    wait_for(run.pause.holding.is_set)
+    time.sleep(0.5)
+    assert run.steps_done == held_at + 1 == manager.store.get_run(run.run_id).steps_done  # one step, held again
+    assert not manager.step(run, "student")
+    assert manager.resume(run, "teacher") and not run.paused
+    wait_for(lambda: run.state == "done")
+    held = 1.5  # at least: the sleeps above while it held
+    assert run.summary.status == "completed"
+    assert run.summary.train_seconds < time.monotonic() - began - held  # the pause was no training
+    straight = manager.submit(config, owner="other", fresh=True)  # the same experiment, never paused
+    wait_for(lambda: straight.state == "done")
+    losses = [manager.store.load(r.run_id).metrics.query("name == 'loss'")["value"].tolist() for r in (run, straight)]
+    assert losses[0] == losses[1] and len(losses[0]) == 400
+
+
+def test_stop_ends_a_paused_run_and_step_needs_a_pause(tmp_path):
+    manager = make(tmp_path)
+    run = manager.submit(LONG, owner="a")
+    wait_for(lambda: run.state == "running" and run.steps_done > 0)
+    assert not manager.step(run, "a")  # not paused: nothing to step
+    manager.pause(run, "a")
+    wait_for(run.pause.holding.is_set)
+    manager.stop(run)
+    wait_for(lambda: run.state == "done")
+    assert run.summary.status == "stopped" and not manager.pause(run, "a")
+
+
+def test_a_paced_lesson_shows_each_step_for_its_time_and_keeps_its_numbers(tmp_path):
+    from diagnostics.lessons import LESSONS, lesson_paces
+    from diagnostics.train import train
+
+    config = LESSONS[0].variants[0].config
+    assert lesson_paces() == {config: 1.0}  # lesson 1 explodes within 4 steps: one step a second
+    manager = make(tmp_path)
+    began = time.monotonic()
+    run = manager.submit(config, owner="teacher")
+    seen = set()
+    while run.state != "done" and time.monotonic() - began < 60:
+        if run.run_id is not None:
+            seen.add(manager.store.get_run(run.run_id).steps_done)  # each step committed as it is taken
+        time.sleep(0.05)
+    took = time.monotonic() - began
+    assert run.summary.status == "diverged" and run.summary.steps_done == 4
+    assert {1, 2, 3} <= seen and took >= 4.0  # each of its four steps shown for a second
+    assert run.summary.train_seconds < 1.0  # the waiting is not training time
+    unpaced, _ = train(config)
+    assert unpaced.steps_done == 4 and unpaced.first_nonfinite == run.summary.first_nonfinite

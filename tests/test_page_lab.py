@@ -15,6 +15,7 @@ from diagnostics.store import Store
 from tests.apptest_charts import charts
 from tests.markdown import shown
 
+RUN_BUTTONS = {"Train", "Stop", "Pause", "Step", "Reset"}
 SMALL = RunConfig(hidden_size=8, batch_size=8, seq_len=5, steps=8, record_every=2)
 EXPLODE = RunConfig(activation="relu", init="normal", init_scale=3.0, clip="none", lr=1.0, seq_len=30,
                     hidden_size=16, batch_size=16, steps=20, record_every=5)
@@ -214,7 +215,7 @@ def test_diagnosis_panel_says_first_whether_anything_harmed_the_run(db):
     run_until(at, "No problem: the model learned")
     assert at.success[-1].value == cure.verdict
     assert [e.label for e in at.main.expander] == ["1 note: signals that did no harm to this run"]
-    assert {b.label for b in at.button} == {"Train", "Stop"}
+    assert {b.label for b in at.button} == RUN_BUTTONS
     assert not any("-badge[**" in m.value for m in at.markdown)  # no red or orange box
 
     failure = run_into_store(LESSONS[2].variants[0].config, Store(db))
@@ -223,7 +224,7 @@ def test_diagnosis_panel_says_first_whether_anything_harmed_the_run(db):
     texts = [m.value for m in at.markdown]
     assert f"**{failure.verdict}**" in texts and failure.verdict.startswith("Problem: vanishing gradients")
     assert ":orange-badge[**Vanishing gradients**: problem]" in texts and ":red-badge[" not in "".join(texts)
-    remedies = [b.label for b in at.button if b.label not in ("Train", "Stop")]
+    remedies = [b.label for b in at.button if b.label not in RUN_BUTTONS]
     assert remedies[0] == "Use an LSTM: its cell state carries the gradient"
     assert sorted(remedies) == sorted(r["label"] for r in failure.diagnoses[0]["remedies"])  # once each
 
@@ -319,3 +320,68 @@ def test_visitors_of_one_link_share_its_run_and_a_later_one_sees_it_stored(db):
     next(b for b in latecomer.button if b.label == "Train a fresh run").click().run()
     run_until(latecomer, f"Run {run.id + 1} completed", seconds=300)
     assert [r.id for r in Store(db).list_runs()] == [run.id + 1, run.id]
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def progress_text(at: AppTest) -> str:
+    return " | ".join(p.proto.text for p in at.get("progress"))
+
+
+def test_the_starter_pauses_steps_and_resumes_a_shared_run_and_its_viewers_see_it_hold(db):
+    link = SMALL.replace(steps=3000, record_every=100).to_query() + "&autorun=1"
+    teacher = open_lab(link)
+    student = open_lab(link)
+    assert not button(teacher, "Pause").disabled and button(teacher, "Step").disabled  # step needs a pause
+    assert button(student, "Pause").disabled and "only the visitor who started this run" in button(
+        student, "Pause").help
+    button(teacher, "Pause").click().run()
+    assert not button(teacher, "Step").disabled and not button(teacher, "Resume").disabled
+    wait_until = time.monotonic() + 30
+    while not Store(db).list_runs() and time.monotonic() < wait_until:
+        time.sleep(0.05)
+    [run] = Store(db).list_runs()
+    while f"Paused at step {Store(db).get_run(run.id).steps_done} " not in progress_text(teacher) \
+            and time.monotonic() < wait_until:
+        time.sleep(0.1)
+        teacher.run()
+    held = Store(db).get_run(run.id).steps_done
+    assert f"⏸ Paused at step {held} / 3000 — it waits until Resume or Step" in progress_text(teacher)
+    student.run()
+    assert f"Paused at step {held} / 3000 — it waits until the visitor who started it" in progress_text(student)
+    button(teacher, "Step").click().run()
+    deadline = time.monotonic() + 30
+    while Store(db).get_run(run.id).steps_done != held + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    while f"Paused at step {held + 1} " not in progress_text(teacher) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        teacher.run()
+    assert Store(db).get_run(run.id).steps_done == held + 1 and f"Paused at step {held + 1} " in progress_text(teacher)
+    button(teacher, "Resume").click().run()
+    run_until(teacher, "completed after 3000 steps", seconds=300)
+    button(teacher, "Reset").click().run()  # the same experiment from step 0, as a fresh run
+    run_until(teacher, f"Run {run.id + 1} completed after 3000 steps", seconds=300)
+    assert [r.status for r in Store(db).list_runs()] == ["completed", "completed"]
+
+
+def test_the_scrubber_shows_the_profile_and_its_fit_at_any_recorded_step(db):
+    from diagnostics.gradflow import time_gradient_fit
+    from diagnostics.runner import run_into_store
+
+    summary = run_into_store(SMALL.replace(steps=12, record_every=3), Store(db))
+    at = open_lab(f"run={summary.run_id}")
+    run_until(at, f"Run {summary.run_id} completed")
+    slider = at.select_slider(key=f"scrub-{summary.run_id}")
+    assert slider.options == ["1", "3", "6", "9", "12", "latest (step 12)"] and slider.value == "latest"
+    profile = next(c for c in charts(at) if c["title"]["text"] == "Gradient back through time")
+    assert any("at step 12, the latest with a finite profile" in shown(c.value) for c in at.caption)
+    slider.set_value(3).run()
+    assert any("at step 3, the step chosen below" in shown(c.value) for c in at.caption)
+    profile = next(c for c in charts(at) if c["title"]["text"] == "Gradient back through time")
+    measured = pd.concat(profile["datasets"].values()).query("line == 'measured'").sort_values("t")
+    stored = Store(db).time_grads_at(summary.run_id, 3).query("layer == 0")
+    assert measured["value"].tolist() == pytest.approx(stored["value"].tolist(), rel=1e-6)
+    fit = time_gradient_fit(stored["value"])
+    assert any(f"gain ×{fit.gain:.2f} per step" in shown(c.value) for c in at.caption)

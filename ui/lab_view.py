@@ -8,7 +8,8 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
-from diagnostics.chartdata import LabChartData
+from diagnostics.chartdata import LabChartData, at_step, scrub_steps
+from diagnostics.chartspecs import at_step_specs
 from diagnostics.config import ConfigError, RunConfig
 from diagnostics.diagnosis import EXPLODING, VANISHING
 from diagnostics.live import LiveRun, RunManager
@@ -49,7 +50,7 @@ def _run_view(live: LiveRun | None, run_id: int | None, manager: RunManager, pol
     place (which would re-mount it) when the others change."""
     if polling and live.state == "done":
         st.rerun(scope="app")  # it ended: the final view (diagnosis, remedies) is drawn by the whole page
-    status, banner, grid = st.container(), st.container(), st.container()
+    status, banner, scrubber, grid = st.container(), st.container(), st.container(), st.container()
     if live is not None and live.state != "done":
         manager.touch(live, session_id())  # a run nobody watches any more is stopped, so it frees its slot
         if live.state == "queued":
@@ -84,8 +85,35 @@ def _run_view(live: LiveRun | None, run_id: int | None, manager: RunManager, pol
             _status_line(info)
     with banner:
         _nonfinite_banner(data)
+    training = polling and not (live.paused and live.pause.holding.is_set())
+    with scrubber:  # not while it trains: a slider whose choices change under the pointer jumps (see README)
+        chosen = None if training else _scrubbed_step(run_id, manager.store.recorded_steps(run_id),
+                                                      data.profile_step)
+    if chosen is not None:
+        specs = at_step_specs(specs, at_step(data, manager.store.time_grads_at(run_id, chosen), chosen))
     with grid:
         _charts(specs)
+
+
+LATEST = "latest"
+
+
+def _scrubbed_step(run_id: int, steps: list[int], latest: int | None) -> int | None:
+    """A slider over the run's recorded steps for the gradient-through-time profile and its fit; the step a
+    viewer chose, or None while it follows the latest."""
+    if len(steps) < 2:
+        return None
+    key = f"scrub-{run_id}"
+    chosen = st.session_state.setdefault(key, LATEST)
+    if chosen != LATEST and chosen not in steps:
+        st.session_state[key] = chosen = LATEST
+    options = [*scrub_steps(steps, [] if chosen == LATEST else [chosen]), LATEST]
+    shown = "" if latest is None else f" (step {latest})"
+    st.select_slider("Gradient through time at training step", options, key=key,
+                     format_func=lambda s: f"latest{shown}" if s == LATEST else str(s),
+                     help="Choose a recorded step: the gradient-back-through-time chart and its fitted gain show "
+                          "that step; 'latest' shows the newest finite profile")
+    return None if st.session_state[key] == LATEST else st.session_state[key]
 
 
 def _await_first_step(live: LiveRun) -> None:
@@ -99,9 +127,16 @@ def _progress(slot, live: LiveRun, manager: RunManager) -> None:
     total, eta = live.config.steps, live.eta_seconds
     watching = manager.viewer_count(live)
     others = f" · watched by {watching} visitors" if watching > 1 else ""
-    slot.progress(min(live.steps_done / total, 1.0),
-                  text=(f"{live.steps_done} / {total} steps · {live.steps_per_second:.1f} steps/s · "
-                        f"ETA {eta:.0f} s" if eta is not None else f"{live.steps_done} / {total} steps") + others)
+    if live.paused and live.pause.holding.is_set():
+        who = "Resume or Step" if live.owner == session_id() else "the visitor who started it resumes or steps it"
+        text = f"⏸ Paused at step {live.steps_done} / {total} — it waits until {who}"
+    elif live.paused:
+        text = f"Pausing after step {live.steps_done} / {total}…"
+    elif eta is not None:
+        text = f"{live.steps_done} / {total} steps · {live.steps_per_second:.1f} steps/s · ETA {eta:.0f} s"
+    else:
+        text = f"{live.steps_done} / {total} steps"
+    slot.progress(min(live.steps_done / total, 1.0), text=text + others)
 
 
 def _status_line(info: RunInfo) -> None:
