@@ -348,7 +348,7 @@ def test_the_starter_pauses_steps_and_resumes_a_shared_run_and_its_viewers_see_i
         time.sleep(0.1)
         teacher.run()
     held = Store(db).get_run(run.id).steps_done
-    assert f"⏸ Paused at step {held} / 3000 — it waits until Resume or Step" in progress_text(teacher)
+    assert f"Paused at step {held} / 3000 — it waits until Resume or Step" in progress_text(teacher)
     student.run()
     assert f"Paused at step {held} / 3000 — it waits until the visitor who started it" in progress_text(student)
     button(teacher, "Step").click().run()

@@ -104,12 +104,14 @@ def _scrubbed_step(run_id: int, steps: list[int], latest: int | None) -> int | N
     if len(steps) < 2:
         return None
     key = f"scrub-{run_id}"
-    chosen = st.session_state.setdefault(key, LATEST)
+    chosen = st.session_state.get(key, LATEST)
     if chosen != LATEST and chosen not in steps:
-        st.session_state[key] = chosen = LATEST
+        del st.session_state[key]
+        chosen = LATEST
     options = [*scrub_steps(steps, [] if chosen == LATEST else [chosen]), LATEST]
     shown = "" if latest is None else f" (step {latest})"
-    st.select_slider("Gradient through time at training step", options, key=key,
+    # The value is passed, not set in the session state first: set there, the slider showed its first choice.
+    st.select_slider("Gradient through time at training step", options, value=chosen, key=key,
                      format_func=lambda s: f"latest{shown}" if s == LATEST else str(s),
                      help="Choose a recorded step: the gradient-back-through-time chart and its fitted gain show "
                           "that step; 'latest' shows the newest finite profile")
@@ -129,7 +131,7 @@ def _progress(slot, live: LiveRun, manager: RunManager) -> None:
     others = f" · watched by {watching} visitors" if watching > 1 else ""
     if live.paused and live.pause.holding.is_set():
         who = "Resume or Step" if live.owner == session_id() else "the visitor who started it resumes or steps it"
-        text = f"⏸ Paused at step {live.steps_done} / {total} — it waits until {who}"
+        text = f"Paused at step {live.steps_done} / {total} — it waits until {who}"
     elif live.paused:
         text = f"Pausing after step {live.steps_done} / {total}…"
     elif eta is not None:
