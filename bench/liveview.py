@@ -18,6 +18,8 @@ from pathlib import Path
 from diagnostics.lessons import LESSONS
 from diagnostics.links import share_query
 
+from .viewers import _seconds
+
 SAMPLE_MS = 100
 # The lessons a class watches live: the explosion (lesson 1), the forgetting tanh RNN and the LSTM that carries
 # the number (lesson 3 and 4), at their own sizes.
@@ -119,10 +121,6 @@ def live_view_case(quick: bool) -> dict:
     return {"what": "a lesson link in Chromium: first chart, gaps between visible updates, charts that left",
             "measured": time.strftime("%Y-%m-%d %H:%M"), "quick": quick, "first_chart_target_s": 2.0,
             "update_gap_target_s": 1.5, "results": rows}
-
-
-def _seconds(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}s"
 
 
 def table(case: dict) -> str:

@@ -59,12 +59,10 @@ SCRUB_STEPS = 200  # a scrubber offers at most about this many recorded steps (e
 
 def at_step(data: LabChartData, rows: pd.DataFrame, step: int) -> LabChartData:
     """`data` with its gradient-through-time profile and fit at the recorded step `step` (`rows`: layer, t, value
-    of that step, as `Store.time_grads_at` gives them): what the profile chart and the heatmaps' marker show
-    when a viewer scrubs to a step. A profile that is not all finite gets no fit."""
+    of that step, as `Store.time_grads_at` gives them): what the profile chart shows when a viewer scrubs to a
+    step. A profile that is not all finite gets no fit."""
     profile = rows[["layer", "t", "value"]].sort_values(["layer", "t"]).reset_index(drop=True)
-    layer0 = profile.loc[profile["layer"] == 0, "value"]
-    finite = bool(len(layer0)) and bool(np.isfinite(layer0.to_numpy(dtype=float)).all())
-    fit = time_gradient_fit(layer0) if finite else None
+    fit = _fit_of(profile)
     return dataclasses.replace(data, time_profile=profile, time_fit_line=_fit_line(profile, fit), profile_step=step,
                                time_fit=fit, scrubbed=True)
 
@@ -152,7 +150,7 @@ def _chart_data(data: RunData, config: RunConfig, max_points: int) -> LabChartDa
     m = downsample(data.metrics, max_points, keep_steps=events["step"].unique())
     step = profile_step(data.time_grads)
     profile = _time_profile(data.time_grads, step)
-    fit = time_gradient_fit(profile.loc[profile["layer"] == 0, "value"]) if step is not None else None
+    fit = _fit_of(profile)
     return LabChartData(
         config=config,
         loss=_plain(m, rd.LOSS),
@@ -268,6 +266,14 @@ def _time_profile(time_grads: pd.DataFrame, step: int | None) -> pd.DataFrame:
     """‖∂L/∂h_t‖ over t at `step`, per layer."""
     rows = time_grads[time_grads["step"] == step].sort_values(["layer", "t"])
     return rows[["layer", "t", "value"]].astype({"layer": "int64"}).reset_index(drop=True)
+
+
+def _fit_of(profile: pd.DataFrame) -> TimeGradientFit | None:
+    """The fit of layer 0's profile, as the diagnosis reads it; None without a profile or with NaN/Inf in it."""
+    layer0 = profile.loc[profile["layer"] == 0, "value"]
+    if not len(layer0) or not np.isfinite(layer0.to_numpy(dtype=float)).all():
+        return None
+    return time_gradient_fit(layer0)
 
 
 def _fit_line(profile: pd.DataFrame, fit: TimeGradientFit | None) -> pd.DataFrame:

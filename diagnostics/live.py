@@ -92,6 +92,11 @@ class LiveRun:
     def paused(self) -> bool:
         return self.pause.paused.is_set()
 
+    @property
+    def held(self) -> bool:
+        """Paused and holding between steps, its steps committed (a pause takes effect after the current step)."""
+        return self.paused and self.pause.holding.is_set()
+
 
 @dataclass(frozen=True)
 class Opened:

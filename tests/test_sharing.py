@@ -119,16 +119,22 @@ def test_a_run_longer_than_the_public_cap_is_refused_with_what_fits(tmp_path):
     assert manager.store.list_runs() == []
 
 
-def test_a_runs_chart_data_is_read_once_for_all_its_viewers_until_it_changes(tmp_path):
-    manager = make(tmp_path)
-    run = manager.submit(SMALL, owner="a")
-    wait_for(lambda: run.state == "done")
+def from_threads(read, count: int = 30) -> list:
+    """What `count` viewers polling at once get: `read()` called from that many threads together."""
     results = []
-    threads = [threading.Thread(target=lambda: results.append(manager.charts.get(run.run_id))) for _ in range(30)]
+    threads = [threading.Thread(target=lambda: results.append(read())) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return results
+
+
+def test_a_runs_chart_data_is_read_once_for_all_its_viewers_until_it_changes(tmp_path):
+    manager = make(tmp_path)
+    run = manager.submit(SMALL, owner="a")
+    wait_for(lambda: run.state == "done")
+    results = from_threads(lambda: manager.charts.get(run.run_id))
     assert manager.charts.computed == 1 and all(r is results[0] for r in results)
     assert results[0].loss["step"].tolist() == list(range(1, 6))
     writer = manager.store.writer(run.run_id)  # the run changes: the next reader gets the new rows
@@ -141,12 +147,7 @@ def test_a_runs_chart_specs_are_built_once_for_all_its_viewers_until_it_changes(
     manager = make(tmp_path)
     run = manager.submit(SMALL, owner="a")
     wait_for(lambda: run.state == "done")
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(manager.charts.specs(run.run_id))) for _ in range(30)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = from_threads(lambda: manager.charts.specs(run.run_id))
     assert (manager.charts.computed, manager.charts.built) == (1, 1)
     assert all(specs is results[0][1] for _, specs in results)
     assert manager.charts.get(run.run_id) is results[0][0]  # the same reading serves data and specs

@@ -78,8 +78,7 @@ def follow_new_link() -> bool:
         return False  # the session's own address, or the Lab reached through the page menu (no query)
     for key in LINK_STATE:
         st.session_state.pop(key, None)
-    for name in field_map():
-        st.session_state.pop(KEY + name, None)
+    _forget_controls()
     return True
 
 
@@ -91,6 +90,11 @@ def session_config() -> RunConfig:
 def set_session_config(config: RunConfig) -> None:
     """Replace the experiment (e.g. a remedy); the controls re-read it on the next run."""
     st.session_state.lab_config = config
+    _forget_controls()
+
+
+def _forget_controls() -> None:
+    """Drop the config widgets' values, so the controls are built again from `lab_config`."""
     for name in field_map():
         st.session_state.pop(KEY + name, None)
 

@@ -51,7 +51,7 @@ def _run_view(live: LiveRun | None, run_id: int | None, manager: RunManager, pol
     if polling and live.state == "done":
         st.rerun(scope="app")  # it ended: the final view (diagnosis, remedies) is drawn by the whole page
     status, banner, scrubber, grid = st.container(), st.container(), st.container(), st.container()
-    if live is not None and live.state != "done":
+    if polling:
         manager.touch(live, session_id())  # a run nobody watches any more is stopped, so it frees its slot
         if live.state == "queued":
             position = manager.queue_position(live)
@@ -72,7 +72,7 @@ def _run_view(live: LiveRun | None, run_id: int | None, manager: RunManager, pol
             status.info("The run was stopped before it started.")
             return
     try:  # read and built before anything is drawn, so the page's elements change together
-        info = manager.store.get_run(run_id)
+        info = None if polling else manager.store.get_run(run_id)  # the status line of a finished run
         data, specs = manager.charts.specs(run_id)
     except StoreError:
         status.warning(f"Run {run_id} is no longer stored: it was deleted (on the Runs page, or to make room in "
@@ -85,7 +85,7 @@ def _run_view(live: LiveRun | None, run_id: int | None, manager: RunManager, pol
             _status_line(info)
     with banner:
         _nonfinite_banner(data)
-    training = polling and not (live.paused and live.pause.holding.is_set())
+    training = polling and not live.held
     with scrubber:  # not while it trains: a slider whose choices change under the pointer jumps (see README)
         chosen = None if training else _scrubbed_step(run_id, manager.store.recorded_steps(run_id),
                                                       data.profile_step)
@@ -129,7 +129,7 @@ def _progress(slot, live: LiveRun, manager: RunManager) -> None:
     total, eta = live.config.steps, live.eta_seconds
     watching = manager.viewer_count(live)
     others = f" · watched by {watching} visitors" if watching > 1 else ""
-    if live.paused and live.pause.holding.is_set():
+    if live.held:
         who = "Resume or Step" if live.owner == session_id() else "the visitor who started it resumes or steps it"
         text = f"Paused at step {live.steps_done} / {total} — it waits until {who}"
     elif live.paused:
