@@ -5,6 +5,7 @@ Reads and renders only; the frames and charts come from `diagnostics.inspect_gat
 
 import streamlit as st
 
+from diagnostics import gates_over_training as got
 from diagnostics import inspect_gates as ig
 from diagnostics.config import RunConfig
 from diagnostics.runner import load_trained_model
@@ -41,13 +42,36 @@ if note:
 
 def remember_run() -> None:
     st.query_params["run"] = str(st.session_state["gates_run"])
+    st.query_params.pop("step", None)  # the new run's own last step
+
+
+def remember_step(key: str) -> None:
+    st.query_params["step"] = str(st.session_state[key])
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def over_training(path: str, run_id: int, kept: tuple[int, ...], seed: int, layer: int, _store, _config):
+    """The over-training frame of a run's kept checkpoints; `kept` in the key, so a live run's new ones count."""
+    return got.stored_training_frame(_store, run_id, _config, seed, layer)
 
 
 run_id = st.selectbox("Run (only runs with saved weights)", list(labels), index=index, format_func=labels.get,
                       key="gates_run", on_change=remember_run)
 
 try:
-    loaded = load_trained_model(store, run_id)
+    kept = store.checkpoint_steps(run_id)
+    step, note = got.chosen_step(kept, st.query_params.get("step")) if kept else (None, None)
+    if note:
+        st.warning(literal(note))
+    if len(kept) > 1:
+        step_key = f"gates_step_{run_id}"
+        step = st.select_slider("Weights after training step", kept, value=step, key=step_key,
+                                on_change=remember_step, args=(step_key,),
+                                format_func=lambda s: got.step_label(s, kept[-1]),
+                                help="The run keeps its weights at a few steps spread over training (0, 1, 2, 5, "
+                                     "10, 20, 50, …, last): move between them to see the gates before and after "
+                                     "the network learned.")
+    loaded = load_trained_model(store, run_id, step)
     config = RunConfig.from_dict(store.get_run(run_id).config)
 except Exception as e:  # a damaged checkpoint or a config this version cannot read: say so, no traceback
     st.error(f"Run #{run_id}'s saved weights cannot be loaded: {literal(e)}")
@@ -58,7 +82,8 @@ if loaded is None:
 model, step = loaded
 task = model.task
 agreement = task.name == "agreement"
-st.caption(f"Weights after step {step} of {config.steps}. {config.cell.upper()} with {config.num_layers} "
+when = "Initial weights, before the first training step" if step == 0 else f"Weights after step {step}"
+st.caption(f"{when} of {config.steps}. {config.cell.upper()} with {config.num_layers} "
            f"layer(s) of {config.hidden_size} units on the {task.name} task (seq_len {config.seq_len}).")
 
 controls = st.columns(4)
@@ -110,6 +135,16 @@ else:
     answer = ig.example_answer(task, probe)
     if answer:
         st.markdown(f"**Model:** {literal(answer)}")
+
+if len(kept) > 1:
+    st.subheader("Over training")
+    history = over_training(str(store.path), run_id, tuple(kept), int(seed), layer, store, config)
+    if len(history):
+        show(got.training_chart(history, step))
+        st.caption(f"{got.TRAINING_CHART_NOTE} {got.AGREEMENT_NOTE if agreement else got.OTHER_TASK_NOTE}")
+    else:
+        st.info("A vanilla RNN has no gates, and this task has no singular/plural pair to follow over training: "
+                "move the step above to compare its hidden state at the kept steps.")
 
 units = ig.units_to_show(probes, layer)
 if len(units) < config.hidden_size:

@@ -10,6 +10,7 @@ from diagnostics.config import CELLS, TASK_NAMES
 from diagnostics.store import StoreError
 from diagnostics.train import STATUSES
 from ui.common import run_manager, session_id, store
+from ui.lab_view import gates_link
 from ui.text import literal
 
 st.title("Runs")
@@ -44,6 +45,7 @@ if len(picked) == 1:
     st.subheader(run_label(run))
     st.page_link("app_pages/lab.py", label=f"Open run {run.id} in the Lab: its charts, diagnosis and settings",
                  icon=":material/science:", query_params={"run": str(run.id)})
+    gates_link(runs_store, run.id)
     st.download_button("Download it as CSV (ZIP: metrics, time_grads, gates, events, run.json)",
                        lambda: runs_store.export_zip(run.id), file_name=f"run-{run.id}-csv.zip",
                        mime="application/zip", on_click="ignore")  # built only when clicked

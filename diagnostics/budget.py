@@ -23,10 +23,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .cells import GATE_BLOCKS
+from .checkpoints import checkpoint_steps, weights_bytes
 from .config import ConfigError, RunConfig, sentence
 from .model import task_of
 
-GATE_BLOCKS = {"rnn": 1, "lstm": 4, "gru": 3}  # blocks of `hidden_size` rows in W_hh
 BYTES_PER_VALUE = 30  # kept per (time step, sequence, unit, gate block): activations, gradients, statistics
 SECONDS_PER_STEP = 3.4e-4
 SECONDS_PER_LAYER = 2.8e-3
@@ -99,7 +100,7 @@ def recorded_steps(config: RunConfig) -> int:
 
 
 def run_bytes(config: RunConfig) -> int:
-    """Estimated bytes the run adds to the store: its rows and its checkpoint."""
+    """Estimated bytes the run adds to the store: its rows and its checkpoints."""
     task, layers = task_of(config), config.num_layers
     per_step = (METRIC_ROWS + METRIC_ROWS_PER_LAYER * layers) * METRIC_ROW_BYTES
     per_recorded = (RECORDED_METRIC_ROWS_PER_LAYER * layers * METRIC_ROW_BYTES
@@ -109,11 +110,8 @@ def run_bytes(config: RunConfig) -> int:
 
 
 def checkpoint_bytes(config: RunConfig) -> int:
-    """The float32 weights the run keeps at its end (one checkpoint per run)."""
-    task, hidden, blocks = task_of(config), config.hidden_size, GATE_BLOCKS[config.cell]
-    inputs = [task.input_size] + [hidden] * (config.num_layers - 1)
-    recurrent = sum(blocks * hidden * (width + hidden) + 2 * blocks * hidden for width in inputs)
-    return 4 * (recurrent + task.output_size * (hidden + 1))
+    """The float32 weights the run keeps: one checkpoint at each of its `checkpoint_steps`."""
+    return weights_bytes(config) * len(checkpoint_steps(config))
 
 
 def run_seconds(config: RunConfig) -> float:

@@ -222,7 +222,10 @@ LESSONS: tuple[Lesson, ...] = (
         "c_t = f_t·c_{t−1} + i_t·g_t, so the gradient flows back through the forget gate f_t instead of through a "
         "squashing matrix product, and the gate learns to stay open where the subject matters (Hochreiter & "
         "Schmidhuber 1997; Gers et al. 2000). Watch the accuracy chart leave 50 % after a few hundred steps "
-        "while the gradient-through-time chart flattens.",
+        "while the gradient-through-time chart flattens. Then look inside it on the Gates page and move "
+        "\"Weights after training step\" from 0 to the last step: the right verb goes from a coin flip to "
+        "certain, and the forget gate of the unit that carries number rises, so more of its cell state survives "
+        "the filler words.",
         (Variant("LSTM", FAR.replace(cell="lstm"),
                  "Accuracy climbs from 50 % to about 100 % within the 800 steps, at the distance where the tanh RNN "
                  "stayed at chance; no problem is diagnosed, and a note says how little of the gradient reached "
@@ -289,7 +292,8 @@ LESSONS: tuple[Lesson, ...] = (
         "starts near 0.5 and halves the cell state, and its gradient, at every step; with b_f = 1 it starts "
         "near 0.73, and about 100 times more of the gradient reaches the subject 16 steps back (Gers et al. "
         "2000; Jozefowicz et al. 2015). Compare the gradient-through-time charts and the forget gate on the "
-        "Gates page: only bias 1 learns within the 800 steps.",
+        "Gates page: only bias 1 learns within the 800 steps, and its over-training chart shows why — with "
+        "bias 0 the forget gates stay near 0.5 from the first step to the last.",
         (Variant("forget bias 0", FAR.replace(cell="lstm", forget_bias=0.0),
                  "Accuracy stays near 50 %, and the diagnosis reports a vanishing-gradient problem whose first "
                  "remedy is forget bias 1."), _forgot),

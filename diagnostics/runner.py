@@ -61,13 +61,15 @@ def run_into_store(config: RunConfig, store: Store, stop: threading.Event | None
         if hold is not None:
             held += hold(writer.flush)
 
-    def keep_weights(model: RecurrentModel, summary: RunSummary) -> None:
+    def keep_weights(model: RecurrentModel, step: int) -> None:
         buffer = io.BytesIO()
         torch.save(model.state_dict(), buffer)
-        store.save_checkpoint(run_id, summary.steps_done, buffer.getvalue())
+        store.save_checkpoint(run_id, step, buffer.getvalue())
 
     try:
-        summary, _ = train(config, sink=writer, stop=stop, on_step=after_step, run_id=run_id, on_end=keep_weights)
+        summary, _ = train(config, sink=writer, stop=stop, on_step=after_step, run_id=run_id,
+                           on_end=lambda model, summary: keep_weights(model, summary.steps_done),
+                           on_weights=keep_weights)
         summary.train_seconds -= held
         writer.flush()
         finish_diagnosis(summary, stored_verdict(summary, store, run_id, config), config)
@@ -85,9 +87,10 @@ def run_into_store(config: RunConfig, store: Store, stop: threading.Event | None
     return summary
 
 
-def load_trained_model(store: Store, run_id: int) -> tuple[RecurrentModel, int] | None:
-    """The run's model with its last saved weights and the step they are from, or None without a checkpoint."""
-    checkpoint = store.load_checkpoint(run_id)
+def load_trained_model(store: Store, run_id: int, step: int | None = None) -> tuple[RecurrentModel, int] | None:
+    """The run's model with its weights after training step `step` (None: the last saved) and the step they are
+    from, or None without such a checkpoint."""
+    checkpoint = store.load_checkpoint(run_id, step)
     if checkpoint is None:
         return None
     step, weights = checkpoint

@@ -739,13 +739,24 @@ class Store:
             conn.execute("INSERT OR REPLACE INTO checkpoints (run_id, step, weights) VALUES (?, ?, ?)",
                          (run_id, step, sqlite3.Binary(weights)))
 
-    def load_checkpoint(self, run_id: int) -> tuple[int, bytes] | None:
-        """(step, weights) of the run's latest checkpoint, or None when it has none."""
+    def load_checkpoint(self, run_id: int, step: int | None = None) -> tuple[int, bytes] | None:
+        """(step, weights) of the run's checkpoint at `step` (None: its latest), or None when it has none."""
         with self._transaction("BEGIN") as conn:
             self._row(conn, run_id)
-            row = conn.execute("SELECT step, weights FROM checkpoints WHERE run_id = ? ORDER BY step DESC LIMIT 1",
-                               (run_id,)).fetchone()
+            if step is None:
+                row = conn.execute("SELECT step, weights FROM checkpoints WHERE run_id = ? ORDER BY step DESC "
+                                   "LIMIT 1", (run_id,)).fetchone()
+            else:
+                row = conn.execute("SELECT step, weights FROM checkpoints WHERE run_id = ? AND step = ?",
+                                   (run_id, step)).fetchone()
         return None if row is None else (row[0], bytes(row[1]))
+
+    def checkpoint_steps(self, run_id: int) -> list[int]:
+        """The training steps whose weights the run kept, ascending (0: its initial weights)."""
+        with self._transaction("BEGIN") as conn:
+            self._row(conn, run_id)
+            rows = conn.execute("SELECT step FROM checkpoints WHERE run_id = ? ORDER BY step", (run_id,)).fetchall()
+        return [row[0] for row in rows]
 
     def delete(self, run_id: int) -> None:
         """Remove one run and its rows (cascading), leaving every other run as it was. A run still training is

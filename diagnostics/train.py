@@ -13,6 +13,7 @@ from torch import nn
 
 from . import fastpath
 from . import rundata as rd
+from .checkpoints import checkpoint_steps
 from .config import RunConfig
 from .gradflow import time_gradient_fit
 from .model import RecurrentModel, build
@@ -79,9 +80,11 @@ def evaluate(model: RecurrentModel, config: RunConfig) -> float:
 
 def train(config: RunConfig, sink: Sink | None = None, stop: threading.Event | None = None,
           on_step: Callable[[RunSummary], None] | None = None, run_id: int | None = None,
-          on_end: Callable[[RecurrentModel, RunSummary], None] | None = None) -> tuple[RunSummary, rd.RunData | None]:
+          on_end: Callable[[RecurrentModel, RunSummary], None] | None = None,
+          on_weights: Callable[[RecurrentModel, int], None] | None = None) -> tuple[RunSummary, rd.RunData | None]:
     """Train one run, recording into `sink` (a fresh `MemorySink` when None, whose data is returned);
-    `on_end` receives the trained model (e.g. to keep a checkpoint).
+    `on_end` receives the trained model (e.g. to keep a checkpoint), `on_weights(model, step)` the model at the
+    config's earlier `checkpoint_steps` (0: before the first step).
 
     Deterministic: the same config (seed included) gives identical numbers on CPU."""
     # Denormal floats make CPU arithmetic up to 10x slower once gradients vanish; flushing them to zero
@@ -96,6 +99,9 @@ def train(config: RunConfig, sink: Sink | None = None, stop: threading.Event | N
     data_gen = torch.Generator().manual_seed(config.seed)
     summary = RunSummary(run_id=run_id, metric_name=task.metric_name)
     started = time.perf_counter()
+    keep = set(checkpoint_steps(config)[:-1]) if on_weights is not None else set()
+    if 0 in keep:
+        on_weights(model, 0)
 
     for step in range(1, config.steps + 1):
         if stop is not None and stop.is_set():
@@ -161,6 +167,8 @@ def train(config: RunConfig, sink: Sink | None = None, stop: threading.Event | N
         summary.steps_taken += taken
         summary.clip_count += int(taken and fired_v > 0)
         summary.train_seconds = time.perf_counter() - started
+        if step in keep and summary.status != "diverged":
+            on_weights(model, step)
         if on_step is not None:
             on_step(summary)
         if summary.status == "diverged":

@@ -129,16 +129,23 @@ def test_live_chart_grows_and_stop_ends_the_run(app):
 def test_runs_and_gates_pages_show_the_stored_runs(app):
     url, browser, db = app
     # One LSTM run of its own, stored as the CLI would, so this test needs no other test's runs.
-    run_into_store(RunConfig(cell="lstm", hidden_size=8, batch_size=8, seq_len=5, steps=5), Store(db))
+    run_id = run_into_store(RunConfig(cell="lstm", hidden_size=8, batch_size=8, seq_len=5, steps=5), Store(db)).run_id
     page = new_page(browser)
     page.goto(f"{url}/runs")
     expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
     expect(page.get_by_text(re.compile(r"\d+ of \d+ runs"))).to_be_visible()
     snapshot(page, "runs")
-    page.goto(f"{url}/gates")
+    page.goto(f"{url}/gates?run={run_id}")
     expect(page.get_by_role("heading", name="Gates", exact=True)).to_be_visible()
     expect(page.get_by_text("Which units carry number")).to_be_visible()
+    expect(page.get_by_text("Weights after step 5 of 5.", exact=False)).to_be_visible()
+    expect(page.get_by_role("heading", name="Over training", exact=True)).to_be_visible()
     snapshot(page, "gates")
+    page.get_by_role("slider", name="Weights after training step").focus()
+    page.keyboard.press("Home")  # the initial weights
+    expect(page.get_by_text("Initial weights, before the first training step of 5.", exact=False)).to_be_visible()
+    assert "step=0" in page.url  # the step is in the link a teacher copies
+    snapshot(page, "gates-initial-weights")
 
 
 def test_a_hostile_link_shows_its_text_and_no_image_or_link(app):

@@ -186,6 +186,9 @@ def test_stored_run_opens_read_only_by_id_with_its_settings(db):
     assert at.sidebar.selectbox(key="cfg_cell").value == "gru"  # the controls show the run's settings
     assert RunConfig.from_query(dict(at.query_params)) == stored and at.query_params["run"] == str(run_id)
     assert len(Store(db).list_runs()) == 1  # opening a stored run trains nothing
+    gates = next(link.proto for link in at.get("page_link") if link.proto.page == "gates")
+    assert gates.query_string == f"run={run_id}"
+    assert gates.label.endswith(f"kept at {len(Store(db).checkpoint_steps(run_id))} steps from 0 to {stored.steps}")
 
 
 def test_unknown_run_gets_a_message(db):

@@ -60,8 +60,11 @@ def test_a_visitor_cannot_delete_a_run_another_made(stored):
     store, ids = stored  # made from a shell, by no browser session
     at = open_runs()
     at.multiselect[3].select(ids[0]).run()
-    [link] = [link.proto for link in at.get("page_link")]
-    assert (link.page, link.query_string) == ("lab", f"run={ids[0]}")
+    lab, gates = [link.proto for link in at.get("page_link")]
+    assert (lab.page, lab.query_string) == ("lab", f"run={ids[0]}")
+    kept = store.checkpoint_steps(ids[0])
+    assert (gates.page, gates.query_string) == ("gates", f"run={ids[0]}") and kept[0] == 0
+    assert gates.label.endswith(f"with the weights it kept at {len(kept)} steps from 0 to {kept[-1]}")
     assert any(f"Only the browser session that made run {ids[0]} can delete it" in c.value for c in at.caption)
     assert at.checkbox[0].disabled and next(b for b in at.button if b.label == "Delete").disabled
     at.text_input[0].input("guess").run()  # no operator token is set on this server: nothing opens it

@@ -194,8 +194,9 @@ def test_a_full_disk_is_a_store_error_and_every_committed_step_stays(tmp_path):
     lambda s, r: s.get_run(r), lambda s, r: s.load(r), lambda s, r: s.load_for_charts(r), lambda s, r: s.delete(r),
     lambda s, r: s.writer(r), lambda s, r: s.finish(r, "completed", 1, {}), lambda s, r: s.load_checkpoint(r),
     lambda s, r: s.save_checkpoint(r, 1, b"w"), lambda s, r: s.export(r, "csv", s.path.parent / "out"),
+    lambda s, r: s.load_checkpoint(r, 0), lambda s, r: s.checkpoint_steps(r),
 ], ids=["get_run", "load", "load_for_charts", "delete", "writer", "finish", "load_checkpoint", "save_checkpoint",
-        "export"])
+        "export", "load_checkpoint_at", "checkpoint_steps"])
 def test_a_run_id_outside_int64_is_no_run(tmp_path, call, run_id):
     with Store(tmp_path / "runs.sqlite") as store:
         with pytest.raises(StoreError) as err:

@@ -43,6 +43,19 @@ def render_run(*, manager: RunManager, store: Store, on_remedy: Callable[[RunCon
     else:
         st.subheader("Diagnosis")
         st.info(UNDIAGNOSED[info.status].format(steps=info.steps_done))
+    gates_link(store, info.id)
+
+
+def gates_link(store: Store, run_id: int) -> None:
+    """A link to the run's weights on the Gates page, when it kept any."""
+    try:
+        kept = store.checkpoint_steps(run_id)
+    except StoreError:
+        return
+    if kept:
+        st.page_link("app_pages/gates.py", icon=":material/tune:", query_params={"run": str(run_id)},
+                     label=f"Look inside run {run_id} on the Gates page: its gates and states on one sentence, with "
+                           f"the weights it kept at {len(kept)} steps from {kept[0]} to {kept[-1]}")
 
 
 def _run_view(live: LiveRun | None, run_id: int | None, manager: RunManager, polling: bool) -> None:
