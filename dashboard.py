@@ -12,6 +12,7 @@ st.html("<style>[data-testid='stStatusWidget'] button {display: none;}</style>")
 st.navigation([
     st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("app_pages/lab.py", title="Lab", icon=":material/science:", url_path="lab"),
+    st.Page("app_pages/lesson.py", title="Lessons side by side", icon=":material/school:", url_path="lesson"),
     st.Page("app_pages/gates.py", title="Gates", icon=":material/tune:", url_path="gates"),
     st.Page("app_pages/runs.py", title="Runs", icon=":material/table_rows:", url_path="runs"),
 ]).run()

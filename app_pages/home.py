@@ -12,12 +12,16 @@ st.markdown(
     "gate is recorded, so you can see why a tanh RNN forgets the subject of a long sentence and an LSTM does not."
 )
 st.subheader("Lessons")
-st.caption("Each link opens the Lab in this tab with the lesson's settings (seed included) and starts training.")
+st.caption("Each link opens the Lab in this tab with the lesson's settings (seed included) and starts training; "
+           "a lesson with several variants also has one page that trains them together and overlays their charts.")
 columns = st.columns(3)
 for i, lesson in enumerate(LESSONS):
     with columns[i % 3].container(border=True):
         st.markdown(f"**{lesson.number}. {lesson.title}**")
         st.caption(lesson.text)
+        if len(lesson.variants) > 1:
+            st.page_link("app_pages/lesson.py", label=f"All {len(lesson.variants)} side by side ▶",
+                         icon=":material/compare:", query_params={"lesson": lesson.slug})
         for k, variant in enumerate(lesson.variants):
             st.page_link("app_pages/lab.py", label=f"{variant.label} ▶", query_params=share_params(lesson, k))
 

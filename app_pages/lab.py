@@ -41,6 +41,9 @@ if lesson:
     st.markdown(lesson.text)
     variant = lesson.variants[link.variant]
     st.info(f"**{variant.label}** — what to look for: {variant.expect}")
+    if len(lesson.variants) > 1:
+        st.page_link("app_pages/lesson.py", label=f"All {len(lesson.variants)} variants of this lesson side by side",
+                     icon=":material/compare:", query_params={"lesson": lesson.slug})
     show_controls = st.toggle("Show the controls", value=False,
                               help="Lessons hide the controls; show them to change the experiment.")
 else:

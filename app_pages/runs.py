@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from diagnostics.compare import (MAX_COMPARED, QUANTITIES, SHOWN_RUNS, SUMMARY_KEYS, compare_chart, compare_series,
+from diagnostics import rundata as rd
+from diagnostics.chartdata import scrub_steps
+from diagnostics.compare import (MAX_COMPARED, SHOWN_RUNS, SUMMARY_KEYS, TABLE_FIELDS, compare_labels,
                                  config_differences, filter_runs, run_label, runs_frame)
-from diagnostics.config import CELLS, TASK_NAMES
+from diagnostics.compare_charts import (CHOICES, LABELS, TIME_PROFILE, compare_chart, compare_profile_chart,
+                                        compare_profiles, compare_series)
+from diagnostics.config import CELLS, TASK_NAMES, field_map
 from diagnostics.store import StoreError
 from diagnostics.train import STATUSES
 from ui.common import run_manager, session_id, store
@@ -32,7 +36,9 @@ st.caption(f"{len(table)} of {len(runs)} runs{newest}. Status `interrupted` mean
            "everything it wrote is kept. Pinned runs (lesson runs) are kept when the server makes room for new ones; "
            "the oldest others may be deleted then.")
 st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"final loss": st.column_config.NumberColumn(format="%.4g"),
+             column_config={**{name: st.column_config.Column(field_map()[name].metadata["label"], help=name)
+                               for name in TABLE_FIELDS},  # as the sidebar names them; the field in the help
+                            "final loss": st.column_config.NumberColumn(format="%.4g"),
                             "held-out metric": st.column_config.NumberColumn(format="%.4g")})
 
 by_id = {r.id: r for r in runs}
@@ -76,5 +82,30 @@ elif len(picked) > 1:
         st.caption("Settings that differ between the runs (highlighted):")
         st.dataframe(differences.astype(str).style.set_properties(**{"background-color": "#fff3b0"}),
                      width="stretch")
-    quantity = st.selectbox("Quantity", list(QUANTITIES), format_func=lambda q: QUANTITIES[q][0])
-    st.altair_chart(compare_chart(compare_series(runs_store, picked, quantity), quantity), width="stretch")
+    shown = st.multiselect("Charts", list(CHOICES), default=[rd.LOSS, rd.HELDOUT_METRIC, TIME_PROFILE],
+                           format_func=LABELS.get, key="compare-charts",
+                           help="Every chart the Lab draws, with the runs overlaid.")
+    labels = compare_labels(picked)
+    run_ids = {labels[run.id]: run.id for run in picked}
+    try:
+        data = {labels[run.id]: manager.charts.get(run.id) for run in picked}
+    except StoreError as e:
+        st.error(f"The runs cannot be compared: {literal(e)}.")
+        st.stop()
+    for quantity in shown:  # one per row: their legends name the runs, which takes width
+        if quantity == TIME_PROFILE:
+            steps = sorted({s for run in picked for s in runs_store.recorded_steps(run.id)})
+            if not steps:
+                st.info("None of these runs recorded gradients through time (record_every 0).")
+                continue
+            options = scrub_steps(steps, [])
+            if st.session_state.get("compare-step") not in options:  # other runs picked: their first step
+                st.session_state.pop("compare-step", None)
+            step = options[0] if len(options) == 1 else st.select_slider(
+                "Gradient through time at training step", options, value=options[0], key="compare-step",
+                help="Each run shows its recorded step nearest this one.")
+            st.altair_chart(compare_profile_chart(compare_profiles(runs_store, run_ids, step), step),
+                            width="stretch")
+        else:
+            st.altair_chart(compare_chart(compare_series(runs_store, data, run_ids, quantity), quantity),
+                            width="stretch")

@@ -106,7 +106,9 @@ def run_bytes(config: RunConfig) -> int:
     per_recorded = (RECORDED_METRIC_ROWS_PER_LAYER * layers * METRIC_ROW_BYTES
                     + layers * task.total_steps() * (TIME_GRAD_ROW_BYTES
                                                      + GATES_RECORDED[config.cell] * GATE_ROW_BYTES))
-    return config.steps * per_step + recorded_steps(config) * per_recorded + checkpoint_bytes(config)
+    from .heldout import heldout_steps  # it schedules by this module's estimates, so it imports this module
+    return (config.steps * per_step + recorded_steps(config) * per_recorded + checkpoint_bytes(config)
+            + heldout_steps(config) * METRIC_ROW_BYTES)
 
 
 def checkpoint_bytes(config: RunConfig) -> int:
@@ -115,27 +117,46 @@ def checkpoint_bytes(config: RunConfig) -> int:
 
 
 def run_seconds(config: RunConfig) -> float:
-    """Estimated training time of the whole run: every step costed as a recorded one (an upper bound)."""
-    return config.steps * step_cost(config).seconds
+    """Estimated training time of the whole run: every step costed as a recorded one (an upper bound), and its
+    held-out measurements."""
+    from .heldout import eval_seconds, heldout_steps  # see run_bytes
+    return config.steps * step_cost(config).seconds + heldout_steps(config) * eval_seconds(config)
 
 
 def over_run_limits(config: RunConfig, limits) -> str | None:
     """Why a public server's caps on one run's total time and stored size refuse `config`, with the largest
     number of steps that fits; None when it fits or the operator lifted the caps (`limits`: ServerLimits)."""
+    over = _over(config, limits)
+    if not over:
+        return None
+    fitting = _steps_that_fit(config, limits)
+    return (f"this run is too long for this server: {config.steps} steps of {config.summary()} need "
+            f"{' and '.join(over)}; use fewer steps (about {fitting} fit), a smaller model or sequence, or record "
+            "less often (record_every)")
+
+
+def _over(config: RunConfig, limits) -> list[str]:
+    """What of `config` passes the caps, as the refusal names it; empty when it fits."""
     minutes, megabytes = run_seconds(config) / 60, run_bytes(config) / 1e6
     over = []
     if not limits.lifted("max_run_minutes") and minutes > limits.max_run_minutes:
-        over.append((minutes / limits.max_run_minutes,
-                     f"about {_duration(minutes * 60)} of training (allowed: {limits.max_run_minutes:g} min)"))
+        over.append(f"about {_duration(minutes * 60)} of training (allowed: {limits.max_run_minutes:g} min)")
     if not limits.lifted("max_run_megabytes") and megabytes > limits.max_run_megabytes:
-        over.append((megabytes / limits.max_run_megabytes,
-                     f"about {_amount(megabytes, 'MB')} in the store (allowed: {limits.max_run_megabytes:g} MB)"))
-    if not over:
-        return None
-    fitting = max(1, math.floor(config.steps / max(factor for factor, _ in over)))
-    return (f"this run is too long for this server: {config.steps} steps of {config.summary()} need "
-            f"{' and '.join(text for _, text in over)}; use fewer steps (about {fitting} fit), a smaller model "
-            "or sequence, or record less often (record_every)")
+        over.append(f"about {_amount(megabytes, 'MB')} in the store (allowed: {limits.max_run_megabytes:g} MB)")
+    return over
+
+
+def _steps_that_fit(config: RunConfig, limits) -> int:
+    """The most steps (at least 1) with which `config` fits the caps: a search, since the held-out measurements
+    and checkpoints make time and size grow in steps, not in proportion."""
+    low, high = 1, config.steps
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _over(config.replace(steps=middle), limits):
+            high = middle - 1
+        else:
+            low = middle
+    return low
 
 
 def too_big(config: RunConfig) -> str | None:

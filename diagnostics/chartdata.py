@@ -21,7 +21,8 @@ from .diagnosis import MEMORY_GATES, SIGMOID_GATES
 from .gradflow import TimeGradientFit, time_gradient_fit
 from .model import task_of
 from .rundata import RunData
-from .store import CHART_METRICS, CHART_RECORDED_STEPS, CHART_TENSORS, CHART_TIME_BUCKETS, Store
+from .store import (CHART_BLOCK, CHART_METRICS, CHART_RECORDED_STEPS, CHART_TENSORS, CHART_TIME_BUCKETS,
+                    CHART_WHOLE_STEPS, Store)
 
 MAX_POINTS = 2000  # per series: more than a chart is wide in pixels, few enough for the browser
 FINITE, UNDERFLOW, NONFINITE = "finite", "underflow (0 in float32)", "non-finite"  # heatmap cell kinds
@@ -29,6 +30,8 @@ READOUT = "readout.weight"
 GRAD_PRE_CLIP, GRAD_POST_CLIP = "global, pre-clip", "global, post-clip"
 WEIGHT_QUANTITIES = {rd.WEIGHT_NORM: "‖W‖ (L2 norm)", rd.WEIGHT_MAX_ABS: "max |w|"}
 
+SMOOTHED = "metric_smoothed"  # the chart rows' name for the smoothed training-batch metric (never stored)
+SMOOTHING_SHARE = 25  # the smoothing window is this share of the run's steps: 32 of 800, 4 000 of 100 000
 _SERIES_COLUMNS = ["step", "series", "value"]
 _CELL_COLUMNS = ["layer", "step", "step_end", "t_from", "t_to", "value", "log10", "kind"]
 
@@ -39,7 +42,10 @@ class LabChartData:
 
     config: RunConfig
     loss: pd.DataFrame  # step, value
-    metric: pd.DataFrame  # step, value (accuracy or MSE, per the task)
+    metric: pd.DataFrame  # step, value (accuracy or MSE, per the task, on each step's training batch)
+    metric_smoothed: pd.DataFrame  # step, value: `metric`'s trailing mean over `smoothing_steps` steps
+    heldout: pd.DataFrame  # step, value: the metric on the fixed held-out batch (`diagnostics.heldout`)
+    smoothing_steps: int
     grad_norms: pd.DataFrame  # per layer, the readout, and the global norm before (and after) clipping
     weights: pd.DataFrame  # step, series, quantity (WEIGHT_QUANTITIES), value
     update_ratios: pd.DataFrame  # ‖Δw‖/‖w‖ per layer and the readout
@@ -122,14 +128,45 @@ def profile_step(time_grads: pd.DataFrame) -> int | None:
 def _is_chart_row(metrics: pd.DataFrame) -> pd.Series:
     """The rows `Store.load_for_charts` reads: chart metrics of aggregates and the readout, and σ_max."""
     wanted = metrics["tensor"].isin(CHART_TENSORS) | (metrics["name"] == rd.SIGMA_MAX)
-    return metrics["name"].isin(CHART_METRICS) & wanted
+    return (metrics["name"].isin(CHART_METRICS) & wanted) | (metrics["name"] == rd.HELDOUT_METRIC)
+
+
+def smoothing_steps(config: RunConfig) -> int:
+    """The window of the smoothed training-batch metric: fixed by the config, so a live chart's legend (which
+    names it) does not change while the run grows."""
+    return max(1, config.steps // SMOOTHING_SHARE)
+
+
+def smoothed_metric(metrics: pd.DataFrame, window: int) -> pd.DataFrame:
+    """The training-batch metric's mean over the last `window` steps (NaN/±Inf left out), at every step of
+    `metrics` (a run's rows, every step present): step, value."""
+    rows = _plain(metrics, rd.METRIC).sort_values("step")
+    values = rows["value"].astype(float)
+    mean = values.where(np.isfinite(values)).rolling(window, min_periods=1).mean()
+    return pd.DataFrame({"step": rows["step"].to_numpy(), "value": mean.to_numpy()})
+
+
+def smoothed_blocks(blocks: pd.DataFrame, window: int) -> pd.DataFrame:
+    """The same from `Store.block_means` (long runs): the mean over the last whole blocks that span `window`
+    steps, each block weighted by its count of finite values, at each block's last step."""
+    k = max(1, round(window / CHART_BLOCK))
+    total = (blocks["value"] * blocks["count"]).rolling(k, min_periods=1).sum()
+    count = blocks["count"].rolling(k, min_periods=1).sum()
+    return pd.DataFrame({"step": blocks["step"], "value": (total / count.where(count > 0)).to_numpy()})
 
 
 # --- entry points ---------------------------------------------------------------------------------------
 def lab_chart_data(store: Store, run_id: int, max_points: int = MAX_POINTS) -> LabChartData:
     """A stored run's chart data; 100 000 steps cost about twice what 1 000 do (see `Store.load_for_charts`)."""
-    config = RunConfig.from_dict(store.get_run(run_id).config)
-    return _chart_data(store.load_for_charts(run_id), config, max_points)
+    info = store.get_run(run_id)
+    config = RunConfig.from_dict(info.config)
+    data = store.load_for_charts(run_id)
+    window = smoothing_steps(config)
+    if info.steps_done > CHART_WHOLE_STEPS:  # its chart rows are block extremes: smooth the block means instead
+        smoothed = smoothed_blocks(store.block_means(run_id, rd.METRIC), window)
+    else:
+        smoothed = smoothed_metric(data.metrics, window)
+    return _chart_data(data, config, max_points, smoothed)
 
 
 def lab_chart_data_from_memory(run_data: RunData, config: RunConfig, max_points: int = MAX_POINTS) -> LabChartData:
@@ -140,14 +177,16 @@ def lab_chart_data_from_memory(run_data: RunData, config: RunConfig, max_points:
     reduced = RunData(metrics=run_data.metrics[_is_chart_row(run_data.metrics)],
                       time_grads=tg[tg["step"].isin(tg_steps)],
                       gates=gates[gates["step"].isin(thin_steps(gates["step"]))], events=run_data.events)
-    return _chart_data(reduced, config, max_points)
+    return _chart_data(reduced, config, max_points, smoothed_metric(run_data.metrics, smoothing_steps(config)))
 
 
-def _chart_data(data: RunData, config: RunConfig, max_points: int) -> LabChartData:
-    """Split a reduced run into the tables each chart draws."""
+def _chart_data(data: RunData, config: RunConfig, max_points: int, smoothed: pd.DataFrame) -> LabChartData:
+    """Split a reduced run into the tables each chart draws (`smoothed`: the smoothed training-batch metric)."""
     T = task_of(config).total_steps()
     events = data.events[data.events["kind"] == rd.EVENT_NONFINITE].reset_index(drop=True)
-    m = downsample(data.metrics, max_points, keep_steps=events["step"].unique())
+    smoothed_rows = smoothed.assign(name=SMOOTHED, layer=pd.NA, tensor="")[rd.METRIC_COLUMNS]
+    metrics = pd.concat([data.metrics, smoothed_rows], ignore_index=True) if len(smoothed) else data.metrics
+    m = downsample(metrics, max_points, keep_steps=events["step"].unique())
     step = profile_step(data.time_grads)
     profile = _time_profile(data.time_grads, step)
     fit = _fit_of(profile)
@@ -155,6 +194,9 @@ def _chart_data(data: RunData, config: RunConfig, max_points: int) -> LabChartDa
         config=config,
         loss=_plain(m, rd.LOSS),
         metric=_plain(m, rd.METRIC),
+        metric_smoothed=_plain(m, SMOOTHED),
+        heldout=_plain(m, rd.HELDOUT_METRIC),
+        smoothing_steps=smoothing_steps(config),
         grad_norms=_grad_norms(m, config),
         weights=_weights(m),
         update_ratios=_by_layer(m, rd.UPDATE_RATIO),

@@ -20,6 +20,7 @@ import pandas as pd
 from .chartdata import FINITE, NONFINITE, UNDERFLOW, LabChartData
 from .diagnosis import GRAD_LIMIT, SATURATION_LIMIT
 from .gradflow import vanishing_bound
+from .heldout import EVAL_BATCH, heldout_every
 from .model import task_of
 from .palette import NONFINITE_RED, series_scale
 
@@ -33,7 +34,6 @@ LOG_AXIS = alt.Axis(format=".1~e")  # one tick format on every log axis: 3e-7 �
 ZERO_FLOOR_DECADES = 1.0  # exact zeros are drawn this many decades below the smallest positive value
 # Threshold and baseline lines: how each is drawn, and the words the subtitle uses for it.
 LINE_STYLES = {"threshold": ("#555555", [6, 4], "grey dashed line"), "clip": ("#000000", [2, 3], "black dotted line")}
-BOTTOM = alt.Legend(orient="bottom")  # the heatmap's legends: at the side they would be cut off in a column
 
 
 # --- building blocks ------------------------------------------------------------------------------------
@@ -93,9 +93,10 @@ def _step_x() -> alt.X:
 
 
 def _lines(df: pd.DataFrame, x: alt.X, x_tip: alt.Tooltip, y: alt.Y, y_title: str, dash: str | None = None,
-           colour: str = "series", zeros: pd.DataFrame | None = None) -> list[alt.Chart]:
+           colour: str = "series", zeros: pd.DataFrame | None = None, hide: str | None = None) -> list[alt.Chart]:
     """One line per series (colour by name, `dash` pattern by a second field), invisible points that carry the
-    tooltip, and the exact zeros of a log scale as ▼ on its floor band."""
+    tooltip, and the exact zeros of a log scale as ▼ on its floor band; `hide`: a Vega expression that keeps
+    the rows to draw (e.g. by a checkbox the chart binds)."""
     scale = series_scale(pd.concat([df[colour], zeros[colour]]) if zeros is not None else df[colour])
     legend = alt.Legend(labelLimit=320, symbolType="stroke", symbolStrokeWidth=2)
     extra = {} if dash is None else {"strokeDash": alt.StrokeDash(f"{dash}:N", title=dash, legend=legend)}
@@ -103,6 +104,8 @@ def _lines(df: pd.DataFrame, x: alt.X, x_tip: alt.Tooltip, y: alt.Y, y_title: st
                *([alt.Tooltip(f"{dash}:N", title=dash)] if dash else []),
                alt.Tooltip("value:Q", title=y_title, format=".4g")]
     base = alt.Chart(_data(df)).encode(x=x, y=y)
+    if hide is not None:
+        base = base.transform_filter(hide)
     layers = [base.mark_line(clip=True, strokeWidth=1.5).encode(
                   color=alt.Color(f"{colour}:N", title="series" if colour == "series" else colour, scale=scale,
                                   legend=legend), **extra),
@@ -153,13 +156,13 @@ def _events_note(events: pd.DataFrame) -> str:
 
 
 def _series_chart(title: str, df: pd.DataFrame, y_title: str, events: pd.DataFrame, rules=(), log: bool = True,
-                  dash: str | None = None, notes=(), colour: str = "series") -> alt.LayerChart:
+                  dash: str | None = None, notes=(), colour: str = "series", hide: str | None = None) -> alt.LayerChart:
     """Lines over training steps (log scale, else shares 0–100 %) with `rules` ((value, label, style) lines) and
-    a subtitle of what the lines mean and what is missing."""
+    a subtitle of what the lines mean and what is missing; `hide`: a filter expression for the rows drawn."""
     drawn, zeros, hidden = _drawable(df, log)
     y = (alt.Y("value:Q", title=y_title, scale=LOG, axis=LOG_AXIS) if log
          else alt.Y("value:Q", title=y_title, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")))
-    layers = [*_lines(drawn, _step_x(), STEP_TIP, y, y_title, dash, colour, zeros),
+    layers = [*_lines(drawn, _step_x(), STEP_TIP, y, y_title, dash, colour, zeros, hide),
               *(_rule(*rule) for rule in rules), *_event_rules(events)]
     return alt.layer(*layers).properties(title=_title(
         title, *notes, *(_rule_note(*rule[1:]) for rule in rules), _zeros_note(zeros), _left_out(hidden, log),
@@ -176,14 +179,34 @@ def loss_chart(data: LabChartData) -> alt.LayerChart:
                          data.events, rules=[(task.baseline_loss, label)])
 
 
+TRAINING_BATCH, HELDOUT_BATCH = "training batch", "held-out batch"
+SMOOTH_PARAM = "smooth"  # the chart's own checkbox: each viewer's browser smooths or not, the server builds one spec
+
+
+def smoothed_label(steps: int) -> str:
+    return f"training, {steps}-step mean"
+
+
 def metric_chart(data: LabChartData) -> alt.LayerChart:
-    """Accuracy (linear, 0–100 %) or MSE (log scale) against the memoryless baseline."""
+    """Accuracy (linear, 0–100 %) or MSE (log scale) on each step's training batch, its trailing mean (a checkbox
+    under the chart hides it) and on the fixed held-out batch, against the memoryless baseline."""
     task = task_of(data.config)
     log = not task.higher_is_better  # accuracy is a share; an MSE spans decades
     y_title = f"{task.metric_name} (log scale)" if log else f"{task.metric_name} (share correct, 0–100 %)"
-    return _series_chart(f"Training {task.metric_name}", data.metric.assign(series=task.metric_name), y_title,
-                         data.events, rules=[(task.baseline, f"memoryless baseline: {task.baseline_label}")],
-                         log=log, notes=["on the training batch of each step"])
+    smoothed = smoothed_label(data.smoothing_steps)
+    series = pd.concat([data.metric.assign(series=TRAINING_BATCH), data.metric_smoothed.assign(series=smoothed),
+                        data.heldout.assign(series=HELDOUT_BATCH)], ignore_index=True)
+    every = heldout_every(data.config)
+    schedule = f"every {every} steps" if every else "after the last step"
+    smooth = alt.param(name=SMOOTH_PARAM, value=True, bind=alt.binding_checkbox(
+        name=f"Smooth the training-batch {task.metric_name} (mean of the last {data.smoothing_steps} steps) "))
+    chart = _series_chart(
+        f"{task.metric_name[:1].upper()}{task.metric_name[1:]}, training and held-out", series, y_title, data.events,
+        rules=[(task.baseline, f"memoryless baseline: {task.baseline_label}")], log=log,
+        notes=[f"training batch: the {data.config.batch_size} sequences of each step; held-out batch: "
+               f"{EVAL_BATCH} fixed sequences no step trains on, measured {schedule}"],
+        hide=f"{SMOOTH_PARAM} || datum.series !== '{smoothed}'")
+    return chart.add_params(smooth)
 
 
 # --- gradients and weights ------------------------------------------------------------------------------
@@ -238,38 +261,62 @@ def saturation_chart(data: LabChartData) -> alt.LayerChart:
 
 
 # --- gradient through time ------------------------------------------------------------------------------
-def time_grad_heatmap(data: LabChartData) -> alt.VConcatChart:
-    """‖∂L/∂h_t‖ per recorded step and time step, per layer; 0 and NaN/±Inf get own colours (no log10)."""
+HEATMAP_BAND_PX = 180  # height of one layer's band
+HEATMAP_FRAME_PX = 110  # title and axis: Streamlit fits the whole chart, not only its plot, into the height
+MARKER = "white dashed rule"
+
+
+def marker_note(step: int | None) -> str:
+    """The caption line that explains the heatmap's marker at the step the profile chart shows."""
+    return "" if step is None else f"{MARKER}: step {step}, whose profile the gradient-back-through-time chart shows"
+
+
+def time_grad_heatmap(data: LabChartData) -> alt.LayerChart:
+    """‖∂L/∂h_t‖ per recorded step and time step, one band of rows per layer (layer 0 at the bottom) in one
+    view, so it fits its column as every other chart does; 0 and NaN/±Inf get own colours (no log10), and a
+    rule marks the step the profile chart shows."""
     cells = data.time_grad_cells
     T = task_of(data.config).total_steps()
-    layers = sorted(cells["layer"].unique()) if not cells.empty else [0]
+    layers = list(range(data.config.num_layers))  # from the config: the spec is the same before any row
     per_row = int((cells["t_to"] - cells["t_from"]).max()) + 1 if not cells.empty else 1
-    notes = ["colour: log10 of the smallest ‖∂L/∂h_t‖ in the cell (L2 norm over batch and units)",
-             f"grey: {UNDERFLOW}; red cells: {NONFINITE} (NaN/±Inf)",
-             f"each row covers up to {per_row} time steps" if per_row > 1 else "",
-             "" if not cells.empty else "no per-time-step gradients recorded yet", _events_note(data.events)]
-    panels = [_heatmap_panel(cells[cells["layer"] == k], k, T, data.events) for k in layers]
-    return alt.vconcat(*panels, title=_title("Gradient reaching each time step, over training", *notes))
-
-
-def _heatmap_panel(cells: pd.DataFrame, layer: int, T: int, events: pd.DataFrame) -> alt.LayerChart:
-    """One layer's heatmap: finite cells on a sequential log10 scale, underflow and non-finite cells apart."""
-    cells = cells.assign(y0=cells["t_from"] - 0.5, y1=cells["t_to"] + 0.5,
+    gap = max(1, round(T * 0.15))  # empty rows between two layers' bands
+    period = T + gap
+    offset = cells["layer"].astype(int) * period if not cells.empty else 0
+    cells = cells.assign(y0=cells["t_from"] - 0.5 + offset, y1=cells["t_to"] + 0.5 + offset,
                          t=np.where(cells["t_from"] == cells["t_to"], cells["t_from"].astype(str),
                                     cells["t_from"].astype(str) + "–" + cells["t_to"].astype(str)))
+    ticks = {k * period + 1: "1" for k in layers} | {k * period + T: str(T) for k in layers}
+    if len(layers) > 1:
+        ticks |= {k * period + (T + 1) // 2: f"layer {k}" for k in layers}
+    label = " : ".join(f"datum.value == {v} ? '{text}'" for v, text in sorted(ticks.items())) + " : ''"
+    top = (max(layers) + 1) * period - gap + 0.5
     x = _step_x()
-    y = alt.Y("y0:Q", title=f"time step t (1 … {T})", scale=alt.Scale(domain=[0.5, T + 0.5], nice=False))
-    tooltip = [alt.Tooltip("step:Q", title=STEP), alt.Tooltip("t:N", title="time step t"),
+    y = alt.Y("y0:Q", title=f"time step t (1 … {T})" + (" in each layer's band" if len(layers) > 1 else ""),
+              scale=alt.Scale(domain=[0.5, top], nice=False, zero=False),
+              axis=alt.Axis(values=sorted(ticks), labelExpr=label, grid=False))
+    tooltip = [alt.Tooltip("step:Q", title=STEP), alt.Tooltip("layer:Q"), alt.Tooltip("t:N", title="time step t"),
                alt.Tooltip("value:Q", title="smallest ‖∂L/∂h_t‖", format=".3g"), alt.Tooltip("kind:N")]
     finite = alt.Chart(_data(cells[cells["kind"] == FINITE])).mark_rect().encode(
         x=x, x2="step_end:Q", y=y, y2="y1:Q", tooltip=tooltip,
-        color=alt.Color("log10:Q", title="log10 ‖∂L/∂h_t‖", scale=alt.Scale(scheme="viridis"), legend=BOTTOM))
-    special = alt.Chart(_data(cells[cells["kind"] != FINITE])).mark_rect().encode(
+        color=alt.Color("log10:Q", title="log10 ‖∂L/∂h_t‖", scale=alt.Scale(scheme="viridis")))
+    special_cells = cells[cells["kind"] != FINITE]
+    special = alt.Chart(_data(special_cells)).mark_rect().encode(
         x=x, x2="step_end:Q", y=y, y2="y1:Q", tooltip=tooltip,
-        color=alt.Color("kind:N", title="no log10", legend=BOTTOM,
+        color=alt.Color("kind:N", title="no log10", legend=alt.Undefined if len(special_cells) else None,
                         scale=alt.Scale(domain=list(SPECIAL_CELLS), range=list(SPECIAL_CELLS.values()))))
-    return (alt.layer(finite, special, *_event_rules(events)).resolve_scale(color="independent")
-            .properties(title=f"layer {layer}", height=220))
+    marker = alt.Chart(_data(pd.DataFrame({"profile_step": [] if data.profile_step is None
+                                                            else [data.profile_step]}))).mark_rule(
+        color="white", strokeDash=[4, 3], strokeWidth=1.5).encode(
+        x=alt.X("profile_step:Q", title=STEP), tooltip=[alt.Tooltip("profile_step:Q", title="profile shown at step")])
+    notes = ["colour: log10 of the smallest ‖∂L/∂h_t‖ in the cell (L2 norm over batch and units)",
+             f"grey: {UNDERFLOW}; red cells: {NONFINITE} (NaN/±Inf)",
+             "layer 0 at the bottom" if len(layers) > 1 else "",
+             f"each row covers up to {per_row} time steps" if per_row > 1 else "",
+             "" if not cells.empty else "no per-time-step gradients recorded yet", _events_note(data.events),
+             marker_note(data.profile_step)]
+    return (alt.layer(finite, special, *_event_rules(data.events), marker).resolve_scale(color="independent")
+            .properties(title=_title("Gradient reaching each time step, over training", *notes),
+                        height=HEATMAP_FRAME_PX + HEATMAP_BAND_PX * len(layers)))
 
 
 def time_profile_chart(data: LabChartData) -> alt.LayerChart:

@@ -11,6 +11,7 @@ viewer.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import altair as alt
@@ -78,10 +79,25 @@ def lab_chart_specs(data: LabChartData) -> tuple[tuple[ChartSpec, ...], ...]:
 
 
 def at_step_specs(specs: tuple[tuple[ChartSpec, ...], ...], data: LabChartData) -> tuple[tuple[ChartSpec, ...], ...]:
-    """`specs` with the charts of AT_STEP_CHARTS built again from `data` (a run's data `at_step` a chosen step);
-    the others are kept, so a viewer's scrubbing builds one chart, not nine."""
+    """`specs` with the charts of AT_STEP_CHARTS built again from `data` (a run's data `at_step` a chosen step)
+    and the heatmap's marker moved to that step; the others are kept, so a viewer's scrubbing builds one chart,
+    not nine."""
     fresh = {spec.name: spec for spec in (_spec(build, data) for build in AT_STEP_CHARTS)}
-    return tuple(tuple(fresh.get(spec.name, spec) for spec in row) for row in specs)
+
+    def at_step(spec: ChartSpec) -> ChartSpec:
+        if spec.name == charts.time_grad_heatmap.__name__:
+            return _with_marker(spec, data.profile_step)
+        return fresh.get(spec.name, spec)
+
+    return tuple(tuple(at_step(spec) for spec in row) for row in specs)
+
+
+def _with_marker(spec: ChartSpec, step: int | None) -> ChartSpec:
+    """The heatmap's spec with its marker (the one-column dataset "profile_step") and its note at `step`."""
+    datasets = {name: (pd.DataFrame({"profile_step": [] if step is None else [step]})
+                       if list(rows.columns) == ["profile_step"] else rows) for name, rows in spec.datasets.items()}
+    notes = tuple(charts.marker_note(step) if note.startswith(charts.MARKER) else note for note in spec.notes)
+    return dataclasses.replace(spec, datasets=datasets, notes=notes)
 
 
 def _spec(build, data: LabChartData) -> ChartSpec:

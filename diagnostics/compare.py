@@ -1,27 +1,13 @@
-"""The runs page's data: stored runs as a table, and up to four runs side by side on shared axes."""
+"""The runs page's table of stored runs, and the labels that tell runs apart (charts: `compare_charts`)."""
 
 from __future__ import annotations
 
-import altair as alt
-import numpy as np
 import pandas as pd
 
-from . import rundata as rd
-from .chartdata import downsample
-from .charts import LOG_AXIS
-from .config import ConfigError, RunConfig, field_map
-from .palette import ordered_scale
-from .store import RunInfo, Store
+from .config import ConfigError, RunConfig, applies, field_map
+from .store import RunInfo
 
 MAX_COMPARED = 4
-# What can be overlaid: name in METRICS (global rows) → axis title and whether it spans decades.
-QUANTITIES = {
-    rd.LOSS: ("task loss (log scale)", True),
-    rd.METRIC: ("training-batch metric (accuracy or MSE)", False),
-    rd.GRAD_NORM_PRE_CLIP: ("global gradient norm before clipping (L2, log scale)", True),
-    rd.GRAD_NORM_POST_CLIP: ("global gradient norm after clipping (L2, log scale)", True),
-    rd.PENALTY: ("L2 weight penalty", False),
-}
 # The table lists the newest runs only: 20 000 of them took 25 s and 1.8 GB to list whole with every summary.
 SHOWN_RUNS = 1000
 SUMMARY_KEYS = ("final_loss", "final_metric")  # what the table shows of each run's summary
@@ -59,39 +45,42 @@ def config_differences(runs: list[RunInfo]) -> pd.DataFrame:
                         index=pd.Index(differing, name="field"))
 
 
+# What RunConfig.summary() names; a picker's label adds the other fields where they are not at their default.
+SUMMARY_FIELDS = ("cell", "activation", "hidden_size", "num_layers", "init", "init_scale", "task", "seq_len",
+                  "optimizer", "lr", "clip", "clip_threshold", "seed")
+
+
 def run_label(run: RunInfo) -> str:
+    """"#3 lstm H32x1 … seed 0 · forget_bias 0": the summary, and every other field that applies and is not
+    at its default, so runs that differ only there (weight decay, forget bias) are told apart in a picker."""
     try:
-        return f"#{run.id} {RunConfig.from_dict(run.config).summary()}"
+        config = RunConfig.from_dict(run.config)
     except ConfigError:
         return f"#{run.id}"
+    extra = [f"{name} {getattr(config, name):g}" if isinstance(getattr(config, name), float)
+             else f"{name} {getattr(config, name)}"
+             for name, f in field_map().items()
+             if name not in SUMMARY_FIELDS and applies(f, config) and getattr(config, name) != f.default]
+    return " · ".join([f"#{run.id} {config.summary()}", *extra])
 
 
-def compare_series(store: Store, runs: list[RunInfo], quantity: str, max_points: int = 2000) -> pd.DataFrame:
-    """One quantity of each run, downsampled in the store, as (run, step, value) rows."""
-    if quantity not in QUANTITIES:
-        raise ValueError(f"quantity={quantity!r} is not valid; allowed: {', '.join(QUANTITIES)}")
-    frames = []
-    for r in runs[:MAX_COMPARED]:
-        series = store.load_for_charts(r.id).series(quantity).reset_index()
-        frames.append(downsample(series.assign(run=run_label(r)), max_points))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "step", "value"])
+def compare_labels(runs: list[RunInfo]) -> dict[int, str]:
+    """Each compared run's legend label: its id and the fields whose values differ between the runs and mean
+    something for it ("#3 weight_decay 0", "#4 weight_decay 0.005"), or its summary when they are all alike."""
+    differing = [f for f in field_map() if len({str(r.config.get(f)) for r in runs}) > 1]
+    if not differing:
+        return {r.id: run_label(r) for r in runs}
+    return {r.id: f"#{r.id} " + ", ".join(f"{f} {_shown(r.config.get(f))}" for f in differing if _applies(f, r))
+            for r in runs}
 
 
-def compare_chart(df: pd.DataFrame, quantity: str) -> alt.Chart:
-    """The runs overlaid on shared axes; what a scale cannot show (NaN, ±Inf, and ≤ 0 on a log scale) is left
-    out and counted in the subtitle, never dropped silently."""
-    title, log = QUANTITIES[quantity]
-    values = df["value"].astype(float)
-    drawable = np.isfinite(values) & ((values > 0) if log else True)
-    hidden = int((~drawable).sum())
-    cannot = "0, NaN or ±Inf, which a log scale cannot show" if log else "NaN or ±Inf"
-    subtitle = [f"{hidden} value{'s' * (hidden != 1)} not drawn: {cannot}"] if hidden else []
-    y = alt.Y("value:Q", title=title, scale=alt.Scale(type="log") if log else alt.Undefined,
-              axis=LOG_AXIS if log else alt.Undefined)
-    return (alt.Chart(df[drawable], title=alt.TitleParams(f"{quantity.replace('_', ' ')} of the compared runs",
-                                                          subtitle=subtitle, anchor="start"))
-            .mark_line()
-            .encode(x=alt.X("step:Q", title="training step"), y=y,
-                    color=alt.Color("run:N", title="run", scale=ordered_scale(df["run"]),  # no red: that is NaN/Inf
-                                    legend=alt.Legend(orient="bottom", labelLimit=600)),
-                    tooltip=["run", "step", alt.Tooltip("value:Q", format=".4g")]))
+def _applies(name: str, run: RunInfo) -> bool:
+    """Whether a field means anything for the run (forget_bias not for a vanilla RNN); unreadable: show it."""
+    try:
+        return applies(field_map()[name], RunConfig.from_dict(run.config))
+    except ConfigError:
+        return True
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -302,14 +302,16 @@ class RunManager:
         return time.monotonic() - run.last_seen > self.abandoned_seconds
 
     def _next_to_start(self) -> int | None:
-        """The first queued run whose address may start one more, when a slot is free."""
+        """The first queued run whose address may start one more, when a slot is free. Lesson runs are the
+        class's shared experiments, not a visitor's own: they neither wait for nor count against the per-address
+        share, so a lesson page's variants train side by side when slots are free."""
         if self._running >= self.max_concurrent:
             return None
         per_address = self.limits.training_per_address
         for handle in self._queue:
             run = self._runs[handle]
             if self._live(run) and not self._abandoned(run) and (
-                    not per_address or self._training[run.address] < per_address):
+                    not per_address or run.config in LESSON_CONFIGS or self._training[run.address] < per_address):
                 return handle
         return None
 
@@ -324,7 +326,7 @@ class RunManager:
                 self._turn.wait(timeout=1.0)  # also wakes to notice an abandoned run
             self._queue.remove(run.handle)
             self._running += 1
-            self._training[run.address] += 1
+            self._training[run.address] += run.config not in LESSON_CONFIGS
             self._turn.notify_all()  # the next in line may fit too
             return True
 
@@ -425,7 +427,7 @@ class RunManager:
         with self._turn:
             run.state = "done"
             self._running -= took_slot
-            self._training[run.address] -= took_slot
+            self._training[run.address] -= took_slot and run.config not in LESSON_CONFIGS
             if self._by_config.get(run.config) == run.handle:
                 del self._by_config[run.config]  # from now on its stored result is shown instead
             self._done.append(run.handle)

@@ -77,11 +77,15 @@ class Outcome:
 
     def metric_text(self) -> str:
         """"held-out accuracy 50 %, against 50 % without the subject", for messages."""
-        def fmt(x: float) -> str:
-            return f"{x * 100:.0f} %" if self.metric_name == "accuracy" else f"{x:.3g}"
-        value = "not finite" if self.metric is None or not math.isfinite(self.metric) else fmt(self.metric)
-        return (f"held-out {self.metric_name} {value}, against {fmt(self.dependency.reference)} without "
-                f"{self.dependency.source_name}")
+        value, reference = (metric_value(self.metric_name, x) for x in (self.metric, self.dependency.reference))
+        return f"held-out {self.metric_name} {value}, against {reference} without {self.dependency.source_name}"
+
+
+def metric_value(name: str, value: float | None) -> str:
+    """A task metric as messages show it: accuracy in whole percent, an MSE to three digits."""
+    if value is None or not math.isfinite(value):
+        return "not finite"
+    return f"{value * 100:.0f} %" if name == "accuracy" else f"{value:.3g}"
 
 
 def loss_course(data: RunData, baseline_loss: float) -> LossCourse | None:

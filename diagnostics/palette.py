@@ -13,10 +13,13 @@ NONFINITE_RED = "#d62728"  # NaN/±Inf marks, and nothing else
 # Category10 without its red, in its own order.
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 BLUE, ORANGE, GREEN, PURPLE, BROWN, PINK, GREY, OLIVE, CYAN = COLOURS
+LIGHT_BLUE = "#9ecae1"  # the noisy line behind its smoothed one
 LAYER_COLOURS = (BLUE, ORANGE, GREEN, PURPLE)  # layer 0 … 3 (num_layers is at most 4)
+# Matched by prefix.
 NAMED = {"readout": BROWN, "global, pre-clip": GREY, "global, post-clip": CYAN,
          "hidden units": BLUE, "input gate": ORANGE, "forget gate": GREEN, "output gate": PURPLE,
-         "update gate": PINK, "reset gate": OLIVE}
+         "update gate": PINK, "reset gate": OLIVE,
+         "training, ": BLUE, "training batch": LIGHT_BLUE, "held-out batch": GREEN}
 
 
 def colour(series: str) -> str:

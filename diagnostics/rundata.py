@@ -22,6 +22,7 @@ import pandas as pd
 # Names in METRICS.name. Global ones have layer NA and tensor "".
 LOSS = "loss"  # task loss (without the penalty)
 METRIC = "metric"  # accuracy or MSE on the training batch, per the task
+HELDOUT_METRIC = "heldout_metric"  # the same on the fixed held-out batch, on the schedule of `heldout`
 PENALTY = "penalty"  # the explicit L2 weight penalty added to the loss
 GRAD_NORM_PRE_CLIP = "grad_norm_pre_clip"  # global L2 norm of all gradients before clipping
 GRAD_NORM_POST_CLIP = "grad_norm_post_clip"

@@ -40,8 +40,8 @@ import pandas as pd
 from .config import quoted
 from .runid import MAX_RUN_ID
 from .rundata import DTYPES, EVENT_COLUMNS, GATE_COLUMNS, METRIC_COLUMNS, TIME_GRAD_COLUMNS, RunData, frame
-from .rundata import (GRAD_NORM, GRAD_NORM_POST_CLIP, GRAD_NORM_PRE_CLIP, HIDDEN_SATURATION, LOSS, METRIC, SIGMA_MAX,
-                      UPDATE_RATIO, WEIGHT_MAX_ABS, WEIGHT_NORM)
+from .rundata import (GRAD_NORM, GRAD_NORM_POST_CLIP, GRAD_NORM_PRE_CLIP, HELDOUT_METRIC, HIDDEN_SATURATION, LOSS,
+                      METRIC, SIGMA_MAX, UPDATE_RATIO, WEIGHT_MAX_ABS, WEIGHT_NORM)
 
 DEFAULT_DB_ENV = "GFL_DB"
 # 2: the chart-read indexes; 3: runs found by their config (older stores are upgraded when opened)
@@ -299,6 +299,15 @@ _NONFINITE_METRICS = (f"SELECT {_METRIC_ROW} FROM metrics INDEXED BY metrics_non
                       f"WHERE run_id = :run AND {_NONFINITE} AND {_CHART_ROWS}")
 _EVENT_STEP_METRICS = (f"SELECT {_METRIC_ROW} FROM metrics INDEXED BY metrics_run_step WHERE run_id = :run "
                        f"AND step IN (SELECT step FROM events WHERE run_id = :run) AND {_CHART_ROWS}")
+# The held-out metric is measured on a few steps only: read whole, apart from the chart rows (whose partial index
+# it is not in, so stores made before it was recorded need no new index).
+_HELDOUT_METRICS = (f"SELECT {_METRIC_ROW} FROM metrics INDEXED BY metrics_run_name_step WHERE run_id = ? "
+                    f"AND name = '{HELDOUT_METRIC}' ORDER BY step")
+# Per CHART_BLOCK-step block of a series: its last step, the mean of its finite values and how many there were
+# (what smoothing a long run's training-batch metric reads, where the chart rows hold only block extremes).
+_BLOCK_MEANS = (f"SELECT MAX(step), AVG(value), COUNT(value) FROM metrics INDEXED BY metrics_run_name_step "
+                f"WHERE run_id = ? AND name = ? AND tensor = '' AND abs(value) <= {_DBL_MAX} "
+                f"GROUP BY step / {CHART_BLOCK} ORDER BY 1")
 _STEP_RANGE = ("SELECT (SELECT MIN(step) FROM {table} WHERE run_id = :run), "
                "(SELECT MAX(step) FROM {table} WHERE run_id = :run)")
 # Evenly spaced targets, each snapped to the next recorded step by one index seek.
@@ -654,7 +663,8 @@ class Store:
 
         - metrics: the chart rows (CHART_METRICS, CHART_TENSORS), whole for runs of up to
           CHART_WHOLE_STEPS steps; for longer runs, per CHART_BLOCK-step block the min and max finite row of
-          each series, plus each series' first and last row, every non-finite row and every row at an event step.
+          each series, plus each series' first and last row, every non-finite row and every row at an event step;
+          the held-out metric whole.
         - time_grads, gates: at most CHART_RECORDED_STEPS evenly spaced recorded steps (the first and last
           included; for time_grads also the latest step whose layer 0 is finite, in full). Sequences longer
           than CHART_TIME_BUCKETS are bucketed in t: time_grads keep per bucket its smallest finite and its
@@ -666,6 +676,7 @@ class Store:
             steps_done = self._row(conn, run_id)[4]
             metrics = (_block_metrics(conn, run_id, steps_done) if long_run
                        else conn.execute(_WHOLE_METRICS, (run_id,)).fetchall())
+            metrics += conn.execute(_HELDOUT_METRICS, (run_id,)).fetchall()
             time_grads = _chart_time_grads(conn, run_id)
             gates = _chart_gates(conn, run_id)
             sql = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE run_id = ? ORDER BY step, rowid"
@@ -714,6 +725,25 @@ class Store:
             rows = conn.execute("SELECT value FROM time_grads INDEXED BY time_grads_run_step WHERE run_id = ? "
                                 "AND step = ? AND layer = 0 ORDER BY t", (run_id, step))
             return [math.nan if value is None else value for (value,) in rows]
+
+    def global_series(self, run_id: int, name: str) -> pd.DataFrame:
+        """A global metric (tensor "") as step, value: whole for runs of up to CHART_WHOLE_STEPS steps, else
+        its `block_means` at each block's last step (NaN/±Inf rows are then left out)."""
+        if self.get_run(run_id).steps_done > CHART_WHOLE_STEPS:
+            return self.block_means(run_id, name)[["step", "value"]]
+        with self._transaction("BEGIN") as conn:
+            rows = conn.execute("SELECT step, value FROM metrics INDEXED BY metrics_run_name_step WHERE run_id = ? "
+                                "AND name = ? AND tensor = '' ORDER BY step", (run_id, name)).fetchall()
+        return pd.DataFrame(rows, columns=["step", "value"]).astype({"step": "int64", "value": "float64"})
+
+    def block_means(self, run_id: int, name: str) -> pd.DataFrame:
+        """A global metric's mean per CHART_BLOCK steps: step (the block's last), value (mean of its finite
+        values), count (how many)."""
+        with self._transaction("BEGIN") as conn:
+            self._row(conn, run_id)
+            rows = conn.execute(_BLOCK_MEANS, (run_id, name)).fetchall()
+        return pd.DataFrame(rows, columns=["step", "value", "count"]).astype(
+            {"step": "int64", "value": "float64", "count": "int64"})
 
     def recorded_steps(self, run_id: int) -> list[int]:
         """The steps with a per-time-step gradient profile (layer 0), in order: what a scrubber can show."""

@@ -16,6 +16,7 @@ from . import rundata as rd
 from .checkpoints import checkpoint_steps
 from .config import RunConfig
 from .gradflow import time_gradient_fit
+from .heldout import EVAL_BATCH, EVAL_SEED_OFFSET, heldout_every, is_heldout_step
 from .model import RecurrentModel, build
 from .recorder import (MemorySink, StepRows, first_nonfinite_hidden, first_nonfinite_hidden_grad, is_recorded,
                        layer_of, nonfinite_counts, parameter_rows, per_time_step_rows, retain_hidden_grads)
@@ -23,8 +24,6 @@ from .summary import RunSummary
 # README's API is `from diagnostics.train import train, finish_diagnosis`; the verdict lives in its own module.
 from .verdict import finish_diagnosis  # noqa: F401
 
-EVAL_BATCH = 512  # held-out sequences for final_metric: enough that accuracy moves in 0.2 % steps
-EVAL_SEED_OFFSET = 1_000_003  # the held-out set never shares a generator state with training batches
 
 STATUSES = ("completed", "diverged", "stopped", "interrupted")
 
@@ -100,6 +99,7 @@ def train(config: RunConfig, sink: Sink | None = None, stop: threading.Event | N
     summary = RunSummary(run_id=run_id, metric_name=task.metric_name)
     started = time.perf_counter()
     keep = set(checkpoint_steps(config)[:-1]) if on_weights is not None else set()
+    every, heldout = heldout_every(config), None  # heldout: (step, value) of the latest held-out measurement
     if 0 in keep:
         on_weights(model, 0)
 
@@ -157,6 +157,9 @@ def train(config: RunConfig, sink: Sink | None = None, stop: threading.Event | N
                 summary.time_grad_step, summary.time_grad_profile = step, profile
         _weight_rows(step, params, names, before, grad_v, rows)
         rows.metrics.append((step, rd.STEP_SECONDS, None, "", time.perf_counter() - t0))
+        if summary.status != "diverged" and is_heldout_step(step, config, every):  # not timed as the step
+            heldout = (step, evaluate(model, config))
+            rows.metrics.append((step, rd.HELDOUT_METRIC, None, "", heldout[1]))
         sink.add(step, rows.metrics, rows.time_grads, rows.gates, rows.events)
 
         summary.steps_done = step
@@ -175,7 +178,8 @@ def train(config: RunConfig, sink: Sink | None = None, stop: threading.Event | N
             break
     if summary.status == "running":
         summary.status = "completed"
-    summary.final_metric = evaluate(model, config)
+    measured = heldout is not None and heldout[0] == summary.steps_done
+    summary.final_metric = heldout[1] if measured else evaluate(model, config)
     summary.train_seconds = time.perf_counter() - started
     if summary.time_grad_profile:
         fit = time_gradient_fit(summary.time_grad_profile)

@@ -63,8 +63,8 @@ def test_a_lesson_link_opened_first_on_a_fresh_server_goes_through_the_router(tm
             nav = page.get_by_test_id("stSidebarNav")
             expect(nav).to_contain_text("Runs")
             # each link reads "<icon name> <title>"; the legacy app would list dashboard, gates, home, lab, runs
-            assert [link.inner_text().split()[-1] for link in nav.get_by_role("link").all()] == [
-                "Home", "Lab", "Gates", "Runs"]
+            titles = [link.inner_text().split(maxsplit=1)[-1] for link in nav.get_by_role("link").all()]
+            assert titles == ["Home", "Lab", "Lessons side by side", "Gates", "Runs"]
         finally:
             browser.close()
 
@@ -77,6 +77,8 @@ def test_home_lists_the_lessons(app):
     for lesson in LESSONS:
         expect(page.get_by_text(f"{lesson.number}. {lesson.title}")).to_be_visible()
     expect(page.locator(".katex").first).to_be_visible()  # the cell equations are typeset
+    penalty = page.get_by_test_id("stCaptionContainer").filter(has_text="An L2 penalty")
+    expect(penalty.locator(".katex")).to_have_count(6)  # the lesson's maths too, not its LaTeX source
     snapshot(page, "home")
 
 
@@ -124,6 +126,31 @@ def test_live_chart_grows_and_stop_ends_the_run(app):
     page.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Stop").click()
     expect(page.get_by_text(re.compile(r"Run \d+ stopped after \d+ steps"))).to_be_visible()
     snapshot(page, "lab-stopped")
+
+
+def test_a_viewers_smoothing_choice_survives_the_live_updates(app):
+    url, browser, _ = app
+    page = new_page(browser)
+    config = RunConfig(hidden_size=16, steps=100_000, record_every=5, seed=21)
+    page.goto(f"{url}/lab?{config.to_query()}&autorun=1")
+    progress = page.get_by_text(re.compile(r"^(\d+) / 100000 steps"))
+    expect(progress).to_be_visible()
+    smooth = page.get_by_role("checkbox", name=re.compile("Smooth the training-batch accuracy"))
+    expect(smooth).to_be_checked()
+    smooth.uncheck()
+    seen = int(re.match(r"\d+", progress.inner_text()).group())
+    for _ in range(3):  # three visible updates of the charts' rows, each with new steps
+        for _ in range(120):
+            page.wait_for_timeout(500)
+            now = int(re.match(r"\d+", progress.inner_text()).group())
+            if now > seen:
+                seen = now
+                break
+        else:
+            pytest.fail(f"the progress stayed at {seen} steps for a minute")
+    expect(smooth).not_to_be_checked()  # the chart took new rows in place: the viewer's choice stands
+    page.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Stop").click()
+    expect(page.get_by_text(re.compile(r"Run \d+ stopped after \d+ steps"))).to_be_visible()
 
 
 def test_runs_and_gates_pages_show_the_stored_runs(app):
@@ -194,3 +221,24 @@ def test_pause_step_and_resume_hold_the_live_view_and_the_scrubber_moves_the_pro
     page.keyboard.press("Home")  # the first recorded step
     expect(page.get_by_text("at step 1, the step chosen below", exact=False)).to_be_visible()
     snapshot(page, "lab-scrubbed")
+
+
+def test_a_lesson_page_trains_its_variants_together_and_overlays_them(app):
+    url, browser, _ = app
+    page = new_page(browser)
+    main = page.get_by_test_id("stMainBlockContainer")
+    page.goto(f"{url}/lesson?lesson=irnn")
+    expect(page.get_by_role("heading", name="Lesson 6: Identity initialisation with ReLU (IRNN)")).to_be_visible()
+    together = False
+    for _ in range(240):  # both variants start at once (two free slots on this server)
+        if main.get_by_text(re.compile(r"^Training: \d+ / 800 steps$")).count() == 2:
+            together = True
+            break
+        page.wait_for_timeout(250)
+    assert together, "the two variants never trained at the same time"
+    expect(main.get_by_text(re.compile(r"^Run \d+ completed after 800 steps"))).to_have_count(2)
+    expect(main.get_by_text("solid: the first recorded step (step 1), dashed: the last recorded step")
+           ).to_be_visible()  # the profile chart's note (chart titles are drawn, not headings)
+    expect(main.locator("[data-testid='stVegaLiteChart']")).to_have_count(3)
+    expect(main.get_by_test_id("stException")).to_have_count(0)
+    snapshot(page, "lesson-side-by-side")

@@ -119,7 +119,8 @@ def chart_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     wanted = metrics["tensor"].isin(["", "readout.weight"]) | (metrics["name"] == rd.SIGMA_MAX)
     names = [rd.LOSS, rd.METRIC, rd.GRAD_NORM_PRE_CLIP, rd.GRAD_NORM_POST_CLIP, rd.GRAD_NORM, rd.WEIGHT_NORM,
              rd.WEIGHT_MAX_ABS, rd.UPDATE_RATIO, rd.HIDDEN_SATURATION, rd.SIGMA_MAX]
-    return metrics[wanted & metrics["name"].isin(names)].reset_index(drop=True)
+    heldout = metrics["name"] == rd.HELDOUT_METRIC  # read apart, after the chart rows
+    return pd.concat([metrics[wanted & metrics["name"].isin(names)], metrics[heldout]]).reset_index(drop=True)
 
 
 @pytest.mark.parametrize("run", ["gru", "diverged"])

@@ -200,8 +200,8 @@ def test_saturation_chart_shows_hidden_units_and_gates_against_the_limit(runs):
 def test_heatmap_colours_underflow_and_nonfinite_apart_from_the_log10_scale(runs):
     s = spec(runs, "vanishing", "time_grad_heatmap")
     colours = channel(s, "color")
-    assert {"field": "log10", "scale": {"scheme": "viridis"}, "title": "log10 ‖∂L/∂h_t‖", "type": "quantitative",
-            "legend": {"orient": "bottom"}} in colours
+    assert {"field": "log10", "scale": {"scheme": "viridis"}, "title": "log10 ‖∂L/∂h_t‖",
+            "type": "quantitative"} in colours
     special = next(c for c in colours if c["field"] == "kind")
     assert special["scale"]["domain"] == [UNDERFLOW, NONFINITE] == ["underflow (0 in float32)", "non-finite"]
     kinds = {row["kind"] for row in all_rows(s) if "kind" in row}
@@ -210,9 +210,23 @@ def test_heatmap_colours_underflow_and_nonfinite_apart_from_the_log10_scale(runs
     assert [c["title"] for c in channel(s, "y")] == ["time step t (1 … 80)"] * 2
 
 
-def test_heatmap_has_one_panel_per_layer(runs):
+def test_heatmap_has_one_band_per_layer_in_one_view_and_marks_the_profiles_step(runs):
+    """One view (not a concatenation, whose panels Streamlit cannot fit to a column): layer k's rows sit
+    T + gap above layer k − 1's, its ticks say 1, T and the layer, and a rule marks the profile's step."""
+    data = runs["gru"]
     s = spec(runs, "gru", "time_grad_heatmap")
-    assert [panel["title"] for panel in s["vconcat"]] == ["layer 0", "layer 1"]
+    assert "vconcat" not in s and s["height"] == charts.HEATMAP_FRAME_PX + 2 * charts.HEATMAP_BAND_PX
+    T = 7  # seq_len 5 + the subject and the verb slot
+    cells = [row for row in all_rows(s) if "kind" in row]
+    gap = 1
+    for row in cells:
+        assert row["y0"] == row["t_from"] - 0.5 + row["layer"] * (T + gap)
+    axis = channel(s, "y")[0]["axis"]
+    assert axis["values"] == [1, 4, 7, 9, 12, 15]
+    assert "datum.value == 4 ? 'layer 0'" in axis["labelExpr"] and "datum.value == 15 ? '7'" in axis["labelExpr"]
+    [marker] = [row for row in all_rows(s) if set(row) == {"profile_step"}]
+    assert marker["profile_step"] == data.profile_step == 12
+    assert f"white dashed rule: step {data.profile_step}" in subtitle(s)
 
 
 def test_time_profile_chart_states_gain_and_horizon_and_draws_the_fit(runs):

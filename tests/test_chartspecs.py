@@ -52,3 +52,23 @@ def test_a_spec_is_the_charts_own_with_its_data_named_by_place(polls):
     assert "config" not in spec.spec  # Altair's 300-pixel default view: the column sets the width
     with_data = spec.with_data()
     assert set(with_data["datasets"]) == set(spec.datasets) and "datasets" not in spec.spec
+
+
+def test_scrubbing_moves_the_heatmaps_marker_without_building_it_again(polls):
+    from diagnostics.chartdata import at_step
+    from diagnostics.chartspecs import at_step_specs
+
+    data = polls[1]
+    specs = lab_chart_specs(data)
+    heatmap = specs[2][0]
+    [marker] = [name for name, rows in heatmap.datasets.items() if list(rows.columns) == ["profile_step"]]
+    assert heatmap.datasets[marker]["profile_step"].tolist() == [40]
+    profile = data.time_profile.assign(step=5)
+    scrubbed = at_step_specs(specs, at_step(data, profile, 5))
+    moved = scrubbed[2][0]
+    assert moved.spec is heatmap.spec  # the same spec: the browser keeps the view and swaps one row
+    assert moved.datasets[marker]["profile_step"].tolist() == [5]
+    assert any(note.startswith("white dashed rule: step 5,") for note in moved.notes)
+    others = [name for name in heatmap.datasets if name != marker]
+    assert all(moved.datasets[name] is heatmap.datasets[name] for name in others)
+    assert scrubbed[0] == specs[0]  # the loss chart is untouched

@@ -152,3 +152,9 @@ def test_the_first_remedy_is_the_lessons_cure(number, variant, changes):
     summary, _ = run(lesson(number).variants[variant].config)
     assert summary.diagnoses[0]["severity"] == "problem"
     assert summary.diagnoses[0]["remedies"][0]["changes"] == changes
+
+
+def test_lesson_maths_is_typeset_markdown_with_balanced_dollars():
+    for item in LESSONS:
+        assert item.text.count("$") % 2 == 0, item.slug
+        assert "_t·" not in item.text and "‖W‖²" not in item.text, item.slug  # formulas are LaTeX, not Unicode

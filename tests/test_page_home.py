@@ -25,7 +25,10 @@ def test_every_lesson_is_a_card_with_one_link_per_run_that_opens_the_lab_in_this
         assert f"**{lesson.number}. {lesson.title}**" in markdown
         found = [(link.label, link.query_string) for link in links if f"lesson={lesson.slug}&" in link.query_string]
         assert found == [(f"{v.label} ▶", share_query(lesson, k)) for k, v in enumerate(lesson.variants)]
-    assert {link.page for link in links} == {"lab"}
-    assert len(links) == sum(len(lesson.variants) for lesson in LESSONS)
+    side_by_side = [(link.label, link.query_string) for link in links if link.page == "lesson"]
+    assert sorted(side_by_side) == sorted((f"All {len(item.variants)} side by side ▶", f"lesson={item.slug}")
+                                          for item in LESSONS if len(item.variants) > 1)
+    assert {link.page for link in links} == {"lab", "lesson"}
+    assert len(links) == sum(len(lesson.variants) for lesson in LESSONS) + len(side_by_side)
     texts = sorted(c.value for c in at.caption if c.value in {item.text for item in LESSONS})
     assert texts == sorted(item.text for item in LESSONS)  # each card explains its lesson

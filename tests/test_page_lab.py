@@ -112,7 +112,10 @@ def test_settings_too_big_to_train_are_named_and_train_is_disabled_until_they_fi
     at.sidebar.number_input(key="cfg_batch_size").set_value(50).run()  # one step fits; 300 of them do not
     assert "This run is too long for this server: 300 steps of lstm H512x1" in shown(at.warning[0].value)
     assert next(b for b in at.button if b.label == "Train").disabled  # the server would refuse it: Train says so
-    at.sidebar.number_input(key="cfg_steps").set_value(60).run()
+    fits = int(shown(at.warning[0].value).split("(about ")[1].split(" ")[0])
+    at.sidebar.number_input(key="cfg_steps").set_value(fits + 1).run()
+    assert "This run is too long for this server" in shown(at.warning[0].value)  # the most that fit, said
+    at.sidebar.number_input(key="cfg_steps").set_value(fits).run()
     assert not at.warning, [w.value for w in at.warning]
     assert not next(b for b in at.button if b.label == "Train").disabled
 
@@ -160,6 +163,9 @@ def test_lesson_by_number_alone_opens_its_variant(db):
     assert not at.exception and not at.error
     assert at.title[0].value == f"Lesson 7: {lesson.title}"
     assert f"**ReLU** — what to look for: {lesson.variants[2].expect}" == at.info[0].value
+    [side_by_side] = [link.proto for link in at.get("page_link") if link.proto.page == "lesson"]
+    assert (side_by_side.label, side_by_side.query_string) == ("All 3 variants of this lesson side by side",
+                                                               "lesson=activations")
     at.toggle[0].set_value(True).run()
     assert RunConfig.from_query(dict(at.query_params)) == lesson.variants[2].config
     assert (at.query_params["lesson"], at.query_params["variant"]) == (lesson.slug, "2")

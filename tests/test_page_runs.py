@@ -1,11 +1,13 @@
 """Runs page through AppTest, on a real store holding real (small) runs."""
 
+import json
 import time
 
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from diagnostics import rundata as rd
 from diagnostics.config import RunConfig
 from diagnostics.runner import run_into_store
 from diagnostics.store import Store
@@ -37,6 +39,9 @@ def test_table_lists_every_run_and_filters_by_cell(stored):
     table = at.dataframe[0].value
     assert list(table["id"]) == ids[::-1]
     assert list(table["status"]) == ["completed"] * 3 and list(table["steps done"]) == [6, 6, 6]
+    headers = {name: column.get("label") for name, column in json.loads(at.dataframe[0].proto.columns).items()}
+    assert (headers["seq_len"], headers["init_scale"], headers["lr"]) == ("Sequence length", "Init scale of W_hh",
+                                                                          "Learning rate")
     at.multiselect[0].select("lstm").run()
     assert sorted(at.dataframe[0].value["id"]) == ids[1:]
 
@@ -49,11 +54,22 @@ def test_comparing_two_runs_highlights_the_field_that_differs(stored):
     differences = at.dataframe[1].value
     assert list(differences.index) == ["lr"]
     assert sorted(differences.iloc[0].tolist()) == ["0.1", "0.5"]
-    [chart] = charts(at)
-    assert chart["title"]["text"] == "loss of the compared runs" and chart["title"]["subtitle"] == []
-    rows = pd.concat(chart["datasets"].values())
-    assert {run.split()[0] for run in rows["run"]} == {f"#{ids[1]}", f"#{ids[2]}"}
+    shown = {c["title"]["text"].split(" of the")[0].split(" at ")[0]: c for c in charts(at)}
+    loss, heldout, profile = (shown[k] for k in ("loss", "held-out metric", "gradient back through time"))
+    assert loss["title"]["text"] == "loss of the compared runs" and loss["title"]["subtitle"] == []
+    rows = pd.concat(loss["datasets"].values())
+    assert set(rows["run"]) == {f"#{ids[1]} lr 0.1", f"#{ids[2]} lr 0.5"}  # named by the field that differs
     assert sorted(set(rows["step"])) == [1, 2, 3, 4, 5, 6]  # the loss of every step
+    assert len(shown) == 3  # what a comparison shows first
+    assert sorted(set(pd.concat(heldout["datasets"].values())["step"])) == [1, 2, 4, 6]  # record_every 2
+    assert profile["title"]["text"] == "gradient back through time at training step 1 (layer 0)"
+    at.select_slider(key="compare-step").set_value(4).run()
+    profile = next(c for c in charts(at) if c["title"]["text"].startswith("gradient back through time at"))
+    assert set(pd.concat(profile["datasets"].values())["run"]) == {f"#{ids[1]} lr 0.1 (step 4)",
+                                                                    f"#{ids[2]} lr 0.5 (step 4)"}
+    at.multiselect(key="compare-charts").set_value([rd.WEIGHT_NORM, rd.SIGMA_MAX]).run()
+    assert [c["title"]["text"] for c in charts(at)] == ["weight norm ‖W‖ of the compared runs",
+                                                        "σ_max(W_hh) of the compared runs"]
 
 
 def test_a_visitor_cannot_delete_a_run_another_made(stored):

@@ -116,6 +116,7 @@ def test_a_run_longer_than_the_public_cap_is_refused_with_what_fits(tmp_path):
     assert "(allowed: 1 min)" in message and "use fewer steps (about " in message
     fits = int(message.split("(about ")[1].split(" ")[0])
     assert manager.refusal(RunConfig(cell="lstm", hidden_size=256, seq_len=200, steps=fits)) is None
+    assert manager.refusal(RunConfig(cell="lstm", hidden_size=256, seq_len=200, steps=fits + 1)) is not None
     assert manager.store.list_runs() == []
 
 
@@ -264,3 +265,20 @@ def test_a_forwarding_header_sent_twice_counts_the_line_the_proxy_added_last():
     """Streamlit's headers give a repeated header's first line by default: the one a visitor may have written."""
     headers = StreamlitHeaders([("X-Forwarded-For", "198.51.100.4"), ("x-forwarded-for", "203.0.113.9")])
     assert client_address("10.0.0.1", headers, {FORWARDED_HEADER_ENV: "X-Forwarded-For"}) == "203.0.113.9"
+
+
+def test_a_lesson_pages_variants_train_side_by_side_while_a_visitors_own_runs_take_turns(tmp_path):
+    """Lesson runs are the class's shared experiments: one address opening a lesson page trains its variants in
+    parallel (slots allowing) and they do not use up that address's own share."""
+    manager = make(tmp_path, max_runs=4)
+    irnn = lesson("irnn")
+    variants = [manager.submit(v.config, owner="teacher", address="203.0.113.7") for v in irnn.variants]
+    wait_for(lambda: [r.state for r in variants] == ["running", "running"])
+    own = [manager.submit(LONG.replace(seed=k), owner="student", address="198.51.100.9") for k in range(2)]
+    wait_for(lambda: own[0].state == "running")
+    mine = manager.submit(LONG.replace(seed=7), owner="teacher", address="203.0.113.7")
+    wait_for(lambda: mine.state == "running")  # the lesson's two runs are not the teacher's own share
+    manager.stop(mine)
+    time.sleep(1.5)
+    assert own[1].state == "queued"  # a slot is free, yet a visitor's second own run waits: one per address
+    manager.shutdown()

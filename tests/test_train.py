@@ -9,7 +9,8 @@ import torch
 from diagnostics import rundata as rd
 from diagnostics.config import RunConfig
 from diagnostics.model import build
-from diagnostics.train import EVAL_BATCH, EVAL_SEED_OFFSET, finish_diagnosis, l2_penalty, train
+from diagnostics.heldout import EVAL_BATCH, EVAL_SEED_OFFSET
+from diagnostics.train import finish_diagnosis, l2_penalty, train
 
 SMALL = dict(hidden_size=8, batch_size=16, seq_len=6, steps=3, record_every=1)
 

@@ -1,0 +1,156 @@
+"""Lesson: one page for a lesson's variants — they train together, and its key charts overlay them.
+
+Reads and renders only: the runs come from the server's `RunManager` (one run per experiment: a variant already
+stored or training is shown, not trained again), the charts from `diagnostics.lesson_compare`.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from diagnostics.config import ConfigError, sentence
+from diagnostics.lesson_compare import lesson_specs
+from diagnostics.lessons import LESSONS, lesson as find_lesson
+from diagnostics.limits import client_address
+from diagnostics.live import QueueFull, RunManager
+from diagnostics.links import share_params
+from diagnostics.store import StoreError
+from ui.common import run_manager, session_id
+from ui.lab_view import status_line
+from ui.text import literal
+
+POLL_SECONDS = 1.0
+manager = run_manager()
+
+def lesson_links() -> None:
+    for item in LESSONS:
+        if len(item.variants) > 1:
+            st.page_link("app_pages/lesson.py", label=f"{item.number}. {item.title}",
+                         query_params={"lesson": item.slug})
+
+
+requested = st.query_params.get("lesson")
+if not requested:
+    st.title("Lessons side by side")
+    st.caption("A lesson with several variants trains them together and overlays their charts on one page:")
+    lesson_links()
+    st.stop()
+try:
+    lesson = find_lesson(requested)
+except ValueError as e:
+    st.title("Lesson")
+    st.error(literal(f"{sentence(e)}."))  # it quotes what the link said
+    lesson_links()
+    st.stop()
+
+st.title(f"Lesson {lesson.number}: {lesson.title}")
+st.markdown(lesson.text)
+
+# Once per session and lesson: open every variant (its stored run, the live run another visitor started, or a
+# new run). What each got is kept, so a rerun never starts anything again.
+key = f"lesson-runs-{lesson.slug}"
+if key not in st.session_state:
+    address = client_address(st.context.ip_address, st.context.headers)
+    opened = {}
+    for variant in lesson.variants:
+        try:
+            opened[variant.label] = manager.open(variant.config, session_id(), address=address)
+        except (QueueFull, ConfigError) as e:
+            opened[variant.label] = str(e)
+    st.session_state[key] = opened
+
+
+def run_id_of(opened) -> int | None:
+    if isinstance(opened, str):
+        return None
+    return opened.stored_run if opened.stored_run is not None else opened.live.run_id
+
+
+def live_of(opened):
+    return None if isinstance(opened, str) or opened.live is None else opened.live
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def shared_specs(slug: str, state: tuple, _manager: RunManager):
+    """The lesson's chart specs for one state of its runs ((label, run id, steps, status) each), built once for
+    every viewer of the lesson."""
+    chosen = find_lesson(slug)
+    ids = {label: run_id for label, run_id, _, _ in state}
+    data = {label: _manager.charts.get(run_id) for label, run_id in ids.items()}
+    return lesson_specs(chosen, _manager.store, data, ids)
+
+
+def variant_status(variant, opened) -> None:
+    st.markdown(f"**{variant.label}**")
+    st.caption(f"What to look for: {variant.expect}")
+    if isinstance(opened, str):
+        st.warning(literal(opened))
+        return
+    live = live_of(opened)
+    if live is not None and live.state != "done":
+        manager.touch(live, session_id())  # watched: a run nobody watches is stopped to free its slot
+        position = manager.queue_position(live)
+        if live.state == "queued":
+            st.info("Starting…" if position is None else f"Waiting for a free slot (number {position}).")
+        else:
+            st.info(f"Training: {live.steps_done} / {live.config.steps} steps")
+        return
+    run_id = run_id_of(opened)
+    if run_id is None:
+        st.info("It was stopped before it started.")
+        return
+    try:
+        info = manager.store.get_run(run_id)
+    except StoreError:
+        st.warning(f"Run {run_id} is no longer stored.")
+        return
+    status_line(info)
+    if (info.summary or {}).get("verdict"):
+        st.caption(literal(info.summary["verdict"]))
+    st.page_link("app_pages/lab.py", label="Open it in the Lab: all its charts and the diagnosis",
+                 icon=":material/science:", query_params={"run": str(run_id)})
+
+
+def anything_live() -> bool:
+    return any((live := live_of(o)) is not None and live.state != "done" for o in st.session_state[key].values())
+
+
+def lesson_view(polling: bool) -> None:
+    if polling and not anything_live():
+        st.rerun(scope="app")  # the last variant ended: the page is drawn once more, still
+    opened = st.session_state[key]
+    columns = st.columns(len(lesson.variants))
+    for column, variant in zip(columns, lesson.variants):
+        with column:
+            variant_status(variant, opened[variant.label])
+    state = []
+    for variant in lesson.variants:
+        run_id = run_id_of(opened[variant.label])
+        if run_id is None:
+            continue
+        try:
+            info = manager.store.get_run(run_id)
+        except StoreError:
+            continue
+        if info.steps_done:
+            state.append((variant.label, run_id, info.steps_done, info.status))
+    if not state:
+        st.info("The charts appear with the variants' first steps.")
+        return
+    try:
+        specs = shared_specs(lesson.slug, tuple(state), manager)
+    except StoreError as e:
+        st.warning(f"A run of this lesson is no longer stored: {literal(e)}.")
+        return
+    for spec in specs:
+        st.vega_lite_chart(spec.with_data(), width="stretch", key=spec.name)
+        st.caption(literal(" · ".join(spec.notes)))
+
+
+polling = anything_live()
+st.fragment(lesson_view, run_every=POLL_SECONDS if polling else None)(polling)
+
+st.divider()
+st.caption("Each variant on its own, with every chart, in the Lab:")
+for k, variant in enumerate(lesson.variants):
+    st.page_link("app_pages/lab.py", label=f"{variant.label} ▶", query_params=share_params(lesson, k))
