@@ -9,7 +9,8 @@ from __future__ import annotations
 import streamlit as st
 
 from diagnostics.config import ConfigError, sentence
-from diagnostics.lesson_compare import lesson_specs
+from diagnostics.chartdata import scrub_steps
+from diagnostics.lesson_compare import lesson_specs, scrubbed_profiles
 from diagnostics.lessons import LESSONS, lesson as find_lesson
 from diagnostics.limits import client_address
 from diagnostics.live import QueueFull, RunManager
@@ -92,6 +93,8 @@ def variant_status(variant, opened) -> None:
         position = manager.queue_position(live)
         if live.state == "queued":
             st.info("Starting…" if position is None else f"Waiting for a free slot (number {position}).")
+        elif live.held:
+            st.info(f"Paused at step {live.steps_done} / {live.config.steps}")
         else:
             st.info(f"Training: {live.steps_done} / {live.config.steps} steps")
         return
@@ -115,10 +118,54 @@ def anything_live() -> bool:
     return any((live := live_of(o)) is not None and live.state != "done" for o in st.session_state[key].values())
 
 
+def live_variants() -> list:
+    return [live for o in st.session_state[key].values()
+            if (live := live_of(o)) is not None and live.state != "done"]
+
+
+def for_all(action) -> None:
+    """Pause, resume or step every live variant (each refuses a session that did not start it)."""
+    for live in live_variants():
+        action(live, session_id())
+
+
+def controls() -> bool:
+    """Pause / Resume / Step for all the variants at once; whether the page may offer its scrubber (nothing
+    trains: every variant ended or holds)."""
+    live = live_variants()
+    mine = [run for run in live if run.owner == session_id() and run.state == "running"]
+    paused = bool(mine) and all(run.paused for run in mine)
+    pause, step, _ = st.columns([1, 1, 4])
+    not_yours = "" if mine or not live else " (only the visitor who started these runs can)"
+    pause.button("Resume all" if paused else "Pause all", disabled=not mine, key="lesson-pause",
+                 on_click=for_all, args=(manager.resume if paused else manager.pause,),
+                 help="Hold every variant after its current step, so the class can look; again to go on" + not_yours)
+    step.button("Step all", disabled=not paused, key="lesson-step", on_click=for_all, args=(manager.step,),
+                help="Every paused variant takes one more optimiser step, then holds again" + not_yours)
+    return all(run.held for run in live)
+
+
+def scrubbed_step(run_ids: dict[str, int]) -> int | None:
+    """A slider over the variants' recorded steps for the profile chart; the step chosen, None for the lesson's
+    own comparison."""
+    steps = sorted({s for run_id in run_ids.values() for s in manager.store.recorded_steps(run_id)})
+    if len(steps) < 2:
+        return None
+    own = "first and last" if lesson.profile_ends else "latest"
+    options = [own, *scrub_steps(steps, [])]
+    if st.session_state.get("lesson-scrub", own) not in options:
+        st.session_state.pop("lesson-scrub", None)
+    choice = st.select_slider("Gradient through time at training step", options,
+                              value=st.session_state.get("lesson-scrub", own), key="lesson-scrub",
+                              help="Each variant's recorded step nearest this one, on the profile chart")
+    return None if choice == own else choice
+
+
 def lesson_view(polling: bool) -> None:
     if polling and not anything_live():
         st.rerun(scope="app")  # the last variant ended: the page is drawn once more, still
     opened = st.session_state[key]
+    still = controls()
     columns = st.columns(len(lesson.variants))
     for column, variant in zip(columns, lesson.variants):
         with column:
@@ -139,6 +186,10 @@ def lesson_view(polling: bool) -> None:
         return
     try:
         specs = shared_specs(lesson.slug, tuple(state), manager)
+        run_ids = {label: run_id for label, run_id, _, _ in state}
+        chosen = scrubbed_step(run_ids) if still else None
+        if chosen is not None:  # this viewer's own profile chart; the others stay shared
+            specs = (*specs[:-1], scrubbed_profiles(lesson, manager.store, run_ids, chosen))
     except StoreError as e:
         st.warning(f"A run of this lesson is no longer stored: {literal(e)}.")
         return

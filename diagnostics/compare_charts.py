@@ -29,9 +29,10 @@ class Quantity:
     run's chart data; None: a global metric the lab does not chart, read from the store (`Store.global_series`)."""
 
     name: str  # in the chart's title
-    title: str
+    title: str  # what the chart picker lists
     log: bool
     rows: Callable[[LabChartData], pd.DataFrame] | None
+    axis: str  # the y axis's title: short, since a title longer than the plot is tall pushes the chart's title out
 
 
 def _one(frame: pd.DataFrame, series: str) -> pd.DataFrame:
@@ -57,33 +58,41 @@ def _weights(quantity: str) -> Callable[[LabChartData], pd.DataFrame]:
     return lambda data: _where(data.weights, "quantity", [WEIGHT_QUANTITIES[quantity]])
 
 
+def _hidden_saturation(data: LabChartData) -> pd.DataFrame:
+    rows = data.saturation
+    return rows[rows["series"].str.endswith(" hidden units")][["step", "series", "value"]]
+
+
 METRIC_AXIS = "(accuracy or MSE)"
+LOG = "(log scale)"
 QUANTITIES = {
-    rd.LOSS: Quantity("loss", "task loss (log scale)", True, lambda d: _one(d.loss, "loss")),
+    rd.LOSS: Quantity("loss", f"task loss {LOG}", True, lambda d: _one(d.loss, "loss"), f"loss {LOG}"),
     rd.METRIC: Quantity("training-batch metric", f"training-batch metric {METRIC_AXIS}", False,
-                        lambda d: _one(d.metric, "training batch")),
+                        lambda d: _one(d.metric, "training batch"), "accuracy or MSE"),
     SMOOTHED: Quantity("smoothed training-batch metric", f"training-batch metric, trailing mean {METRIC_AXIS}",
-                       False, lambda d: _one(d.metric_smoothed, f"mean of {d.smoothing_steps} steps")),
+                       False, lambda d: _one(d.metric_smoothed, f"mean of {d.smoothing_steps} steps"),
+                       "accuracy or MSE, trailing mean"),
     rd.HELDOUT_METRIC: Quantity("held-out metric", f"held-out metric {METRIC_AXIS}", False,
-                                lambda d: _one(d.heldout, "held-out")),
+                                lambda d: _one(d.heldout, "held-out"), "held-out accuracy or MSE"),
     rd.GRAD_NORM_PRE_CLIP: Quantity(
-        "gradient norm before clipping", "global gradient norm before clipping (L2, log scale)", True,
-        lambda d: _one(_where(d.grad_norms, "series", [GRAD_PRE_CLIP]), "global")),
+        "gradient norm before clipping", f"global gradient norm before clipping (L2) {LOG}", True,
+        lambda d: _one(_where(d.grad_norms, "series", [GRAD_PRE_CLIP]), "global"), f"‖∇‖ before clipping {LOG}"),
     rd.GRAD_NORM_POST_CLIP: Quantity(
-        "gradient norm after clipping", "global gradient norm after clipping (L2, log scale)", True, _post_clip),
-    rd.GRAD_NORM: Quantity("gradient norm per layer", "gradient norm per layer (L2, log scale)", True, _per_layer),
-    rd.WEIGHT_NORM: Quantity("weight norm ‖W‖", "weight norm ‖W‖ per layer (L2, log scale)", True,
-                             _weights(rd.WEIGHT_NORM)),
-    rd.WEIGHT_MAX_ABS: Quantity("max |w|", "largest weight max |w| per layer (log scale)", True,
-                                _weights(rd.WEIGHT_MAX_ABS)),
-    rd.UPDATE_RATIO: Quantity("update ratio", "update ratio ‖Δw‖/‖w‖ per layer (log scale)", True,
-                              lambda d: d.update_ratios),
-    rd.SIGMA_MAX: Quantity("σ_max(W_hh)", "σ_max(W_hh), largest singular value per layer (log scale)", True,
-                           lambda d: d.sigma_max),
-    rd.HIDDEN_SATURATION: Quantity(
-        "saturated hidden units", "share of saturated hidden units per layer (0–1)", False,
-        lambda d: d.saturation[d.saturation["series"].str.endswith(" hidden units")][["step", "series", "value"]]),
-    rd.PENALTY: Quantity("L2 weight penalty", "L2 weight penalty", False, None),
+        "gradient norm after clipping", f"global gradient norm after clipping (L2) {LOG}", True, _post_clip,
+        f"‖∇‖ after clipping {LOG}"),
+    rd.GRAD_NORM: Quantity("gradient norm per layer", f"gradient norm per layer (L2) {LOG}", True, _per_layer,
+                           f"‖∇‖ per layer {LOG}"),
+    rd.WEIGHT_NORM: Quantity("weight norm ‖W‖", f"weight norm ‖W‖ per layer (L2) {LOG}", True,
+                             _weights(rd.WEIGHT_NORM), f"‖W‖ {LOG}"),
+    rd.WEIGHT_MAX_ABS: Quantity("max |w|", f"largest weight max |w| per layer {LOG}", True,
+                                _weights(rd.WEIGHT_MAX_ABS), f"max |w| {LOG}"),
+    rd.UPDATE_RATIO: Quantity("update ratio", f"update ratio ‖Δw‖/‖w‖ per layer {LOG}", True,
+                              lambda d: d.update_ratios, f"‖Δw‖/‖w‖ {LOG}"),
+    rd.SIGMA_MAX: Quantity("σ_max(W_hh)", f"σ_max(W_hh), largest singular value per layer {LOG}", True,
+                           lambda d: d.sigma_max, f"σ_max(W_hh) {LOG}"),
+    rd.HIDDEN_SATURATION: Quantity("saturated hidden units", "share of saturated hidden units per layer (0–1)",
+                                   False, _hidden_saturation, "share saturated (0–1)"),
+    rd.PENALTY: Quantity("L2 weight penalty", "L2 weight penalty", False, None, "L2 penalty"),
 }
 SERIES_OVER_TRAINING = tuple(QUANTITIES)
 CHOICES = (*SERIES_OVER_TRAINING, TIME_PROFILE)
@@ -130,13 +139,13 @@ def compare_chart(df: pd.DataFrame, quantity: str, runs: list[str] | None = None
     q = QUANTITIES[quantity]
     drawable, subtitle = _hidden_note(df["value"], q.log)
     several = df.groupby("run")["series"].nunique().max() > 1 if len(df) else False
-    y = alt.Y("value:Q", title=q.title, scale=alt.Scale(type="log") if q.log else alt.Undefined,
+    y = alt.Y("value:Q", title=q.axis, scale=alt.Scale(type="log") if q.log else alt.Undefined,
               axis=LOG_AXIS if q.log else alt.Undefined)
     extra = {"strokeDash": alt.StrokeDash("series:N", title="series", legend=_legend())} if several else {}
     return (alt.Chart(df[drawable], title=alt.TitleParams(f"{q.name} of the compared runs",
                                                           subtitle=subtitle, anchor="start"))
             .mark_line(clip=True)
-            .encode(x=alt.X("step:Q", title="training step"), y=y,
+            .encode(x=alt.X("step:Q", title="training step", axis=alt.Axis(format="d", tickMinStep=1)), y=y,
                     color=alt.Color("run:N", title="run", scale=ordered_scale(df["run"] if runs is None else runs),
                                     legend=_legend()),
                     tooltip=["run:N", "series:N", "step:Q", alt.Tooltip("value:Q", format=".4g")], **extra))

@@ -13,13 +13,19 @@ import pandas as pd
 from .chartdata import LabChartData
 from .chartspecs import ChartSpec, chart_spec
 from .charts import LOG_AXIS
-from .compare_charts import compare_chart, compare_series
+from .compare_charts import compare_chart, compare_series, nearest_recorded
 from .lessons import Lesson
 from .palette import ordered_scale
 from .store import Store
 
 FIRST, LAST = "first recorded step", "last recorded step"
 LATEST = "latest recorded step with a finite profile"
+CHOSEN = "recorded step nearest the chosen one"
+PROFILE_NOTES = {
+    "ends": "solid: the first recorded step (step 1), dashed: the last recorded step",
+    "latest": "each variant at its latest recorded step with a finite profile (in the tooltip)",
+    "chosen": "each variant at its recorded step nearest the chosen one (in the tooltip)",
+}
 
 
 def lesson_specs(lesson: Lesson, store: Store, data: dict[str, LabChartData],
@@ -30,8 +36,21 @@ def lesson_specs(lesson: Lesson, store: Store, data: dict[str, LabChartData],
     specs = [chart_spec(compare_chart(compare_series(store, data, run_ids, quantity), quantity, labels),
                         f"lesson-{quantity}") for quantity in lesson.compare]
     profiles = end_profiles(store, run_ids) if lesson.profile_ends else latest_profiles(data)
-    specs.append(chart_spec(profile_chart(profiles, labels, lesson.profile_ends), "lesson-profiles"))
+    mode = "ends" if lesson.profile_ends else "latest"
+    specs.append(chart_spec(profile_chart(profiles, labels, mode), "lesson-profiles"))
     return tuple(specs)
+
+
+def scrubbed_profiles(lesson: Lesson, store: Store, run_ids: dict[str, int], step: int) -> ChartSpec:
+    """The profile chart with every variant at its recorded step nearest `step` (a viewer's scrubber)."""
+    rows = []
+    for label, run_id in run_ids.items():
+        at = nearest_recorded(store.recorded_steps(run_id), step)
+        if at is not None:
+            profile = store.time_grads_at(run_id, at)
+            rows.append(profile[profile["layer"] == 0][["t", "value"]].assign(run=label, at=CHOSEN, step=at))
+    labels = [variant.label for variant in lesson.variants]
+    return chart_spec(profile_chart(_profile_frame(rows), labels, "chosen"), "lesson-profiles")
 
 
 def end_profiles(store: Store, run_ids: dict[str, int]) -> pd.DataFrame:
@@ -62,19 +81,19 @@ def _profile_frame(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
-def profile_chart(df: pd.DataFrame, runs: list[str], ends: bool) -> alt.Chart:
-    """The variants' gradient back through time on one log axis, colour by variant; with `ends`, the first
-    recorded step solid and the last dashed, so a gradient that reaches the subject only after learning shows."""
+def profile_chart(df: pd.DataFrame, runs: list[str], mode: str) -> alt.Chart:
+    """The variants' gradient back through time on one log axis, colour by variant; `mode` (a PROFILE_NOTES
+    key) says at which steps — "ends": the first recorded step solid and the last dashed, so a gradient that
+    reaches the subject only before (or only after) learning shows."""
     values = df["value"].astype(float)
     drawn = df[(values > 0) & (values < float("inf"))]
     hidden = len(df) - len(drawn)
-    subtitle = ["solid: the first recorded step (step 1), dashed: the last recorded step" if ends else
-                "each variant at its latest recorded step with a finite profile (in the tooltip)"]
+    subtitle = [PROFILE_NOTES[mode]]
     if hidden:
         subtitle.append(f"{hidden} value{'s' * (hidden != 1)} not drawn: 0, NaN or ±Inf, which a log scale "
                         "cannot show")
     encoding = {}
-    if ends:
+    if mode == "ends":
         encoding["strokeDash"] = alt.StrokeDash("at:N", title="at", scale=alt.Scale(
             domain=[FIRST, LAST], range=[[1, 0], [6, 3]]), legend=alt.Legend(symbolType="stroke",
                                                                              symbolStrokeWidth=2))

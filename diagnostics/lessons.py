@@ -216,7 +216,8 @@ LESSONS: tuple[Lesson, ...] = (
         "et al. 2016). Each step back in time multiplies the gradient by the recurrent Jacobian, and with "
         "PyTorch's small default weights that roughly halves it, so the error signal from the verb shrinks "
         "exponentially before it reaches the subject (Bengio et al. 1994). On the gradient-through-time chart, "
-        "$\\lVert \\partial L / \\partial h_t \\rVert$ at the start of the sentence is thousands of times smaller than at the verb, and the accuracy "
+        "$\\lVert \\partial L / \\partial h_t \\rVert$ at the start of the sentence is thousands of times smaller than "
+        "at the verb, and the accuracy "
         "chart stays at chance (50 %).",
         (Variant("tanh RNN", FAR,
                  "Accuracy stays near 50 % for all 800 steps, and the diagnosis reports a vanishing-gradient "
@@ -225,7 +226,8 @@ LESSONS: tuple[Lesson, ...] = (
     _lesson(
         "lstm-remembers", 4, "An LSTM remembers it",
         "Same sentences, same training as lesson 3; only the cell changes. The LSTM keeps a cell state "
-        "$c_t = f_t \\odot c_{t-1} + i_t \\odot g_t$, so the gradient flows back through the forget gate $f_t$ instead of through a "
+        "$c_t = f_t \\odot c_{t-1} + i_t \\odot g_t$, so the gradient flows back through the forget gate $f_t$ instead "
+        "of through a "
         "squashing matrix product, and the gate learns to stay open where the subject matters (Hochreiter & "
         "Schmidhuber 1997; Gers et al. 2000). Watch the accuracy chart leave 50 % after a few hundred steps "
         "while the gradient-through-time chart flattens. Then look inside it on the Gates page and move "
@@ -239,7 +241,8 @@ LESSONS: tuple[Lesson, ...] = (
     ),
     _lesson(
         "gru-remembers", 5, "A GRU remembers it",
-        "The GRU mixes old and new state, $h_t = z_t \\odot h_{t-1} + (1 - z_t) \\odot n_t$ (Cho et al. 2014): where the update "
+        "The GRU mixes old and new state, $h_t = z_t \\odot h_{t-1} + (1 - z_t) \\odot n_t$ (Cho et al. 2014): where "
+        "the update "
         "gate $z_t$ is near 1, the state and its gradient pass through a step almost unchanged. Its update gate "
         "starts biased open (bias 2), as an LSTM's forget gate does, so the subject's trace survives the 15 "
         "filler words until the gate has learned to keep it (Jozefowicz et al. 2015; Tallec & Ollivier 2018). "
@@ -266,7 +269,8 @@ LESSONS: tuple[Lesson, ...] = (
     _lesson(
         "activations", 7, "Sigmoid, tanh or ReLU",
         "Three RNNs with PyTorch's default initialisation that differ only in the activation, at a short distance "
-        "of 5 filler words. One step back scales the gradient by at most $\\sigma_{\\max}(W_{hh})$ times the activation's "
+        "of 5 filler words. One step back scales the gradient by at most $\\sigma_{\\max}(W_{hh})$ times the "
+        "activation's "
         "largest slope (Pascanu et al. 2013): the sigmoid's slope is at most 1/4, ReLU's is 1 but 0 on inactive "
         "units, and tanh's is 1 around 0. Compare the gradient-through-time charts and the accuracy: with small "
         "default weights only tanh learns; ReLU needs the identity initialisation of lesson 6.",
@@ -282,9 +286,12 @@ LESSONS: tuple[Lesson, ...] = (
     ),
     _lesson(
         "weight-decay", 8, "Weight decay keeps the weights small",
-        "An L2 penalty $\\frac{\\lambda}{2}\\lVert W \\rVert^2$ adds $\\lambda W$ to every weight's gradient, pulling the weights toward 0 at every step "
-        "(Krogh & Hertz 1992). Gradients can only explode once the largest singular value of $W_{hh}$ passes $1/\\gamma$ "
-        "(Pascanu et al. 2013), so small weights guard against explosions. Both runs learn the short agreement task; on the weight-norm "
+        "An L2 penalty $\\frac{\\lambda}{2}\\lVert W \\rVert^2$ adds $\\lambda W$ to every weight's gradient, pulling "
+        "the weights toward 0 at every step "
+        "(Krogh & Hertz 1992). Gradients can only explode once the largest singular value of $W_{hh}$ passes "
+        "$1/\\gamma$ "
+        "(Pascanu et al. 2013), so small weights guard against explosions. Both runs learn the short agreement task; "
+        "on the weight-norm "
         "chart the recurrent weights grow without the penalty and shrink below their start with $\\lambda = 0.005$. A "
         "much larger $\\lambda$ would shrink them until the gradient vanishes.",
         (Variant("no penalty", NEAR, "The recurrent weight norm grows while the model learns; the diagnosis "
@@ -297,7 +304,8 @@ LESSONS: tuple[Lesson, ...] = (
     ),
     _lesson(
         "forget-bias", 9, "LSTM forget-gate bias: 0 or 1",
-        "An LSTM's memory is kept by its forget gate $f_t = \\sigma(W_f x_t + U_f h_{t-1} + b_f)$. With $b_f = 0$ the gate "
+        "An LSTM's memory is kept by its forget gate $f_t = \\sigma(W_f x_t + U_f h_{t-1} + b_f)$. With $b_f = 0$ the "
+        "gate "
         "starts near 0.5 and halves the cell state, and its gradient, at every step; with $b_f = 1$ it starts "
         "near 0.73, and about 100 times more of the gradient reaches the subject 16 steps back (Gers et al. "
         "2000; Jozefowicz et al. 2015). Compare the gradient-through-time charts and the forget gate on the "

@@ -1,5 +1,7 @@
 """The side-by-side lesson page through AppTest, on a real store: stored variants are shown, not trained again."""
 
+import time
+
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -61,3 +63,58 @@ def test_without_a_lesson_the_page_lists_the_lessons_with_variants(monkeypatch, 
     assert not at.exception and not at.error
     assert at.title[0].value == "Lessons side by side"
     assert len(at.get("page_link")) == sum(len(item.variants) > 1 for item in LESSONS)
+
+
+def test_the_scrubber_shows_every_variant_at_the_chosen_step(monkeypatch, tmp_path):
+    db = tmp_path / "runs.sqlite"
+    store = Store(db)
+    chosen = lesson("weight-decay")
+    ids = {v.label: run_into_store(v.config, store).run_id for v in chosen.variants}
+    at = open_lesson(monkeypatch, db, chosen.slug)
+    slider = at.select_slider(key="lesson-scrub")
+    assert slider.value == "latest" and slider.options[:3] == ["latest", "1", "10"]
+    slider.set_value(100).run()
+    assert not at.exception
+    profile = next(c for c in charts(at) if c["title"]["text"] == "Gradient back through time (layer 0)")
+    rows = pd.concat(profile["datasets"].values())
+    assert set(rows["step"]) == {100} and set(rows["run"]) == set(ids)
+    for label, run_id in ids.items():
+        stored = store.time_grads_at(run_id, 100).query("layer == 0")
+        assert rows[rows["run"] == label]["value"].tolist() == stored["value"].tolist()
+    assert any("nearest the chosen one" in shown(c.value) for c in at.caption)
+    assert all(b.disabled for b in at.button if b.label in ("Pause all", "Step all"))  # nothing trains
+
+
+def test_pause_all_holds_every_variant_step_all_takes_one_step_each_and_resume_all_goes_on(monkeypatch, tmp_path):
+    db = tmp_path / "runs.sqlite"
+    at = open_lesson(monkeypatch, db, "irnn")
+    store = Store(db)
+    deadline = time.monotonic() + 60
+    while len(store.list_runs()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    button = next(b for b in at.button if b.label == "Pause all")
+    assert not button.disabled
+    button.click().run()
+    runs = store.list_runs()
+
+    def held_at() -> list[int] | None:
+        """Each variant's step once two reads a second apart agree (held), else None."""
+        first = [store.get_run(r.id).steps_done for r in runs]
+        time.sleep(1.0)
+        return first if first == [store.get_run(r.id).steps_done for r in runs] else None
+
+    while (held := held_at()) is None and time.monotonic() < deadline:
+        pass
+    assert held is not None and all(0 < s < 800 for s in held)
+    at.run()
+    assert [b.label for b in at.button if b.label.endswith(" all")] == ["Resume all", "Step all"]
+    assert sorted(i.value for i in at.info if i.value.startswith("Paused")) == sorted(
+        f"Paused at step {s} / 800" for s in held)
+    next(b for b in at.button if b.label == "Step all").click().run()
+    while [store.get_run(r.id).steps_done for r in runs] != [s + 1 for s in held] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [store.get_run(r.id).steps_done for r in runs] == [s + 1 for s in held]
+    next(b for b in at.button if b.label == "Resume all").click().run()
+    while any(store.get_run(r.id).status == "running" for r in runs) and time.monotonic() < deadline + 120:
+        time.sleep(0.2)
+    assert [store.get_run(r.id).status for r in runs] == ["completed", "completed"]
