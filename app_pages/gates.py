@@ -9,6 +9,7 @@ from diagnostics import gates_over_training as got
 from diagnostics import inspect_gates as ig
 from diagnostics.config import RunConfig
 from diagnostics.runner import load_trained_model
+from diagnostics.store import StoreError
 from ui.common import store as shared_store
 from ui.text import literal
 
@@ -46,6 +47,7 @@ def remember_run() -> None:
 
 
 def remember_step(key: str) -> None:
+    st.query_params["run"] = str(st.session_state["gates_run"])  # the step means nothing without its run
     st.query_params["step"] = str(st.session_state[key])
 
 
@@ -138,7 +140,11 @@ else:
 
 if len(kept) > 1:
     st.subheader("Over training")
-    history = over_training(str(store.path), run_id, tuple(kept), int(seed), layer, store, config)
+    try:
+        history = over_training(str(store.path), run_id, tuple(kept), int(seed), layer, store, config)
+    except StoreError:
+        st.error(f"Run #{run_id} is no longer stored (it was deleted meanwhile); pick another run.")
+        st.stop()
     if len(history):
         show(got.training_chart(history, step))
         st.caption(f"{got.TRAINING_CHART_NOTE} {got.AGREEMENT_NOTE if agreement else got.OTHER_TASK_NOTE}")

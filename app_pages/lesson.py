@@ -1,7 +1,7 @@
 """Lesson: one page for a lesson's variants — they train together, and its key charts overlay them.
 
-Reads and renders only: the runs come from the server's `RunManager` (one run per experiment: a variant already
-stored or training is shown, not trained again), the charts from `diagnostics.lesson_compare`.
+It opens the variants' runs through the server's `RunManager` (one run per experiment: a variant already stored
+or training is shown, not trained again) and renders; the charts come from `diagnostics.lesson_compare`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from diagnostics.lessons import LESSONS, lesson as find_lesson
 from diagnostics.limits import client_address
 from diagnostics.live import QueueFull, RunManager
 from diagnostics.links import share_params
-from diagnostics.store import StoreError
+from diagnostics.store import FINAL_STATUSES, StoreError
 from ui.common import run_manager, session_id
-from ui.lab_view import status_line
+from ui.lab_view import POLL_SECONDS, status_line
 from ui.text import literal
 
-POLL_SECONDS = 1.0
 manager = run_manager()
 
 def lesson_links() -> None:
@@ -47,24 +46,42 @@ except ValueError as e:
 st.title(f"Lesson {lesson.number}: {lesson.title}")
 st.markdown(lesson.text)
 
-# Once per session and lesson: open every variant (its stored run, the live run another visitor started, or a
-# new run). What each got is kept, so a rerun never starts anything again.
-key = f"lesson-runs-{lesson.slug}"
-if key not in st.session_state:
-    address = client_address(st.context.ip_address, st.context.headers)
-    opened = {}
-    for variant in lesson.variants:
-        try:
-            opened[variant.label] = manager.open(variant.config, session_id(), address=address)
-        except (QueueFull, ConfigError) as e:
-            opened[variant.label] = str(e)
-    st.session_state[key] = opened
 
 
 def run_id_of(opened) -> int | None:
     if isinstance(opened, str):
         return None
     return opened.stored_run if opened.stored_run is not None else opened.live.run_id
+
+
+def usable(opened) -> bool:
+    """Whether what a variant got still stands: not a refusal, and not a run that ended without its result
+    (stopped because nobody watched it for a while); those are opened again when the page is drawn."""
+    if isinstance(opened, str):
+        return False
+    if opened.live is None or opened.live.state != "done":
+        return True
+    run_id = opened.live.run_id
+    try:
+        return run_id is not None and manager.store.get_run(run_id).status in FINAL_STATUSES
+    except StoreError:
+        return False
+
+
+# Each variant is opened (its stored run, the live run another visitor started, or a new run) once, and again
+# only when what it got does not stand; a poll of the page never starts anything.
+key = f"lesson-runs-{lesson.slug}"
+kept = st.session_state.get(key, {})
+if len(kept) != len(lesson.variants) or not all(usable(o) for o in kept.values()):
+    address = client_address(st.context.ip_address, st.context.headers)
+    for variant in lesson.variants:
+        if variant.label in kept and usable(kept[variant.label]):
+            continue
+        try:
+            kept[variant.label] = manager.open(variant.config, session_id(), address=address)
+        except (QueueFull, ConfigError) as e:
+            kept[variant.label] = str(e)
+    st.session_state[key] = kept
 
 
 def live_of(opened):
@@ -90,8 +107,8 @@ def variant_status(variant, opened) -> None:
     live = live_of(opened)
     if live is not None and live.state != "done":
         manager.touch(live, session_id())  # watched: a run nobody watches is stopped to free its slot
-        position = manager.queue_position(live)
         if live.state == "queued":
+            position = manager.queue_position(live)
             st.info("Starting…" if position is None else f"Waiting for a free slot (number {position}).")
         elif live.held:
             st.info(f"Paused at step {live.steps_done} / {live.config.steps}")
@@ -112,10 +129,6 @@ def variant_status(variant, opened) -> None:
         st.caption(literal(info.summary["verdict"]))
     st.page_link("app_pages/lab.py", label="Open it in the Lab: all its charts and the diagnosis",
                  icon=":material/science:", query_params={"run": str(run_id)})
-
-
-def anything_live() -> bool:
-    return any((live := live_of(o)) is not None and live.state != "done" for o in st.session_state[key].values())
 
 
 def live_variants() -> list:
@@ -152,7 +165,7 @@ def scrubbed_step(run_ids: dict[str, int]) -> int | None:
     if len(steps) < 2:
         return None
     own = "first and last" if lesson.profile_ends else "latest"
-    options = [own, *scrub_steps(steps, [])]
+    options = [own, *scrub_steps(steps, [st.session_state.get("lesson-scrub")])]
     if st.session_state.get("lesson-scrub", own) not in options:
         st.session_state.pop("lesson-scrub", None)
     choice = st.select_slider("Gradient through time at training step", options,
@@ -162,7 +175,7 @@ def scrubbed_step(run_ids: dict[str, int]) -> int | None:
 
 
 def lesson_view(polling: bool) -> None:
-    if polling and not anything_live():
+    if polling and not live_variants():
         st.rerun(scope="app")  # the last variant ended: the page is drawn once more, still
     opened = st.session_state[key]
     still = controls()
@@ -198,7 +211,7 @@ def lesson_view(polling: bool) -> None:
         st.caption(literal(" · ".join(spec.notes)))
 
 
-polling = anything_live()
+polling = bool(live_variants())
 st.fragment(lesson_view, run_every=POLL_SECONDS if polling else None)(polling)
 
 st.divider()

@@ -17,6 +17,28 @@ from ui.common import run_manager, session_id, store
 from ui.lab_view import gates_link
 from ui.text import literal
 
+
+def compared_charts(picked, shown, run_ids, data) -> None:
+    """The chosen charts of the compared runs, one per row: their legends name the runs, which takes width."""
+    for quantity in shown:
+        if quantity == TIME_PROFILE:
+            steps = sorted({s for run in picked for s in runs_store.recorded_steps(run.id)})
+            if not steps:
+                st.info("None of these runs recorded gradients through time (record_every 0).")
+                continue
+            options = scrub_steps(steps, [st.session_state.get("compare-step")])  # the chosen one stays
+            if st.session_state.get("compare-step") not in options:  # other runs picked: their first step
+                st.session_state.pop("compare-step", None)
+            step = options[0] if len(options) == 1 else st.select_slider(
+                "Gradient through time at training step", options, value=options[0], key="compare-step",
+                help="Each run shows its recorded step nearest this one.")
+            st.altair_chart(compare_profile_chart(compare_profiles(runs_store, run_ids, step), step),
+                            width="stretch")
+        else:
+            st.altair_chart(compare_chart(compare_series(runs_store, data, run_ids, quantity), quantity),
+                            width="stretch")
+
+
 st.title("Runs")
 manager = run_manager()
 runs_store = store()
@@ -92,20 +114,8 @@ elif len(picked) > 1:
     except StoreError as e:
         st.error(f"The runs cannot be compared: {literal(e)}.")
         st.stop()
-    for quantity in shown:  # one per row: their legends name the runs, which takes width
-        if quantity == TIME_PROFILE:
-            steps = sorted({s for run in picked for s in runs_store.recorded_steps(run.id)})
-            if not steps:
-                st.info("None of these runs recorded gradients through time (record_every 0).")
-                continue
-            options = scrub_steps(steps, [])
-            if st.session_state.get("compare-step") not in options:  # other runs picked: their first step
-                st.session_state.pop("compare-step", None)
-            step = options[0] if len(options) == 1 else st.select_slider(
-                "Gradient through time at training step", options, value=options[0], key="compare-step",
-                help="Each run shows its recorded step nearest this one.")
-            st.altair_chart(compare_profile_chart(compare_profiles(runs_store, run_ids, step), step),
-                            width="stretch")
-        else:
-            st.altair_chart(compare_chart(compare_series(runs_store, data, run_ids, quantity), quantity),
-                            width="stretch")
+    try:
+        compared_charts(picked, shown, run_ids, data)
+    except StoreError as e:  # a compared run was deleted meanwhile
+        st.error(f"The runs cannot be compared any more: {literal(e)}.")
+

@@ -9,6 +9,8 @@ in `charts` decide how to draw them.
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -146,6 +148,30 @@ def smoothed_metric(metrics: pd.DataFrame, window: int) -> pd.DataFrame:
     return pd.DataFrame({"step": rows["step"].to_numpy(), "value": mean.to_numpy()})
 
 
+_BLOCK_MEANS: OrderedDict[tuple, pd.DataFrame] = OrderedDict()  # (store, run, created) -> its whole blocks' means
+_BLOCK_MEANS_LOCK = threading.Lock()
+KEEP_BLOCK_MEANS = 32
+
+
+def _metric_block_means(store: Store, info) -> pd.DataFrame:
+    """A long run's training-metric block means, read once per block: the blocks before the one its latest
+    step is in are kept (they cannot change), so a live 100 000-step run reads only its newest rows per poll
+    instead of all of them (`info`: the run's `RunInfo`)."""
+    key = (str(store.path), info.id, info.created)
+    with _BLOCK_MEANS_LOCK:
+        known = _BLOCK_MEANS.get(key)
+    whole = info.steps_done // CHART_BLOCK  # blocks 0 … whole − 1 are complete
+    start = 0 if known is None or known.empty else int(known["step"].iloc[-1]) // CHART_BLOCK + 1
+    fresh = store.block_means(info.id, rd.METRIC, from_step=start * CHART_BLOCK)
+    blocks = fresh if known is None else pd.concat([known, fresh], ignore_index=True)
+    with _BLOCK_MEANS_LOCK:
+        _BLOCK_MEANS[key] = blocks[blocks["step"] // CHART_BLOCK < whole].reset_index(drop=True)
+        _BLOCK_MEANS.move_to_end(key)
+        while len(_BLOCK_MEANS) > KEEP_BLOCK_MEANS:
+            _BLOCK_MEANS.popitem(last=False)
+    return blocks
+
+
 def smoothed_blocks(blocks: pd.DataFrame, window: int) -> pd.DataFrame:
     """The same from `Store.block_means` (long runs): the mean over the last whole blocks that span `window`
     steps, each block weighted by its count of finite values, at each block's last step."""
@@ -163,7 +189,7 @@ def lab_chart_data(store: Store, run_id: int, max_points: int = MAX_POINTS) -> L
     data = store.load_for_charts(run_id)
     window = smoothing_steps(config)
     if info.steps_done > CHART_WHOLE_STEPS:  # its chart rows are block extremes: smooth the block means instead
-        smoothed = smoothed_blocks(store.block_means(run_id, rd.METRIC), window)
+        smoothed = smoothed_blocks(_metric_block_means(store, info), window)
     else:
         smoothed = smoothed_metric(data.metrics, window)
     return _chart_data(data, config, max_points, smoothed)

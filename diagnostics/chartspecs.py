@@ -96,7 +96,8 @@ def _with_marker(spec: ChartSpec, step: int | None) -> ChartSpec:
     """The heatmap's spec with its marker (the one-column dataset "profile_step") and its note at `step`."""
     datasets = {name: (pd.DataFrame({"profile_step": [] if step is None else [step]})
                        if list(rows.columns) == ["profile_step"] else rows) for name, rows in spec.datasets.items()}
-    notes = tuple(charts.marker_note(step) if note.startswith(charts.MARKER) else note for note in spec.notes)
+    notes = tuple(note for note in spec.notes if not note.startswith(charts.MARKER))
+    notes += (charts.marker_note(step),) if step is not None else ()  # also where it had no profile when built
     return dataclasses.replace(spec, datasets=datasets, notes=notes)
 
 

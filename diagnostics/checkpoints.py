@@ -2,8 +2,8 @@
 
 Weights are kept at log-spaced steps — 0 (the initial weights), 1, 2, 5, 10, 20, 50, 100, … — and at the run's
 last step: early steps are where a network changes fastest, and a 100 000-step run keeps 17 checkpoints.
-The intermediate checkpoints of one run share `MAX_CHECKPOINT_BYTES`; a model too big for that keeps fewer, spread
-over the same range, and always its initial and last weights.
+A run's checkpoints, its last included, share `MAX_CHECKPOINT_BYTES`; a model too big for that keeps fewer, spread
+over the same range, and always its initial and last weights (two, even when they alone pass it).
 """
 
 from __future__ import annotations

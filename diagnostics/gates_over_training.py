@@ -53,11 +53,12 @@ def chosen_step(steps: list[int], requested: object) -> tuple[int, str | None]:
 
 
 def stored_training_frame(store: Store, run_id: int, config, seed: int, layer: int) -> pd.DataFrame:
-    """`training_frame` of every checkpoint the run kept (its config: a `RunConfig`)."""
+    """`training_frame` of every checkpoint the run kept (its config: a `RunConfig`); a StoreError when the run
+    was deleted meanwhile (on the Runs page, or by the store's quota)."""
     models = {}
     for step in store.checkpoint_steps(run_id):
         loaded = load_trained_model(store, run_id, step)
-        if loaded is not None:  # deleted meanwhile by the store's quota or on the Runs page
+        if loaded is not None:
             models[step] = loaded[0]
     if not models:
         return pd.DataFrame(columns=["step", "series", "value"])

@@ -27,9 +27,11 @@ class ServerLimits:
     max_waiting: int = _limit("GFL_MAX_WAITING", 20, "runs waiting for a slot; more are refused")
     training_per_address: int = _limit(
         "GFL_TRAINING_PER_ADDRESS", 1, "runs training at once for one client address; its other runs wait even if "
-        "a slot is free, so one visitor with ten tabs holds one slot (lesson runs do not count)", zero_lifts=True)
+        "a slot is free, so one visitor with ten tabs holds one slot (a lesson's own runs do not count)",
+        zero_lifts=True)
     live_per_address: int = _limit(
-        "GFL_LIVE_PER_ADDRESS", 3, "runs training or waiting for one client address; more are refused",
+        "GFL_LIVE_PER_ADDRESS", 3, "runs training or waiting for one client address; more are refused (a "
+        "lesson's own runs do not count)",
         zero_lifts=True)
     max_run_minutes: float = _limit(
         "GFL_MAX_RUN_MINUTES", 15.0, "a run's estimated training time", "min", zero_lifts=True)

@@ -64,6 +64,9 @@ class LiveRun:
     owner: str  # the browser session that started it
     config: RunConfig
     address: str = LOCAL  # of the client that started it, for the per-address limits
+    # A lesson's own run, opened (not trained fresh): the class's shared experiment, outside the per-address
+    # shares; a fresh run of a lesson config is the visitor's own like any other.
+    lesson_run: bool = False
     state: str = "queued"  # queued | running | done
     run_id: int | None = None
     steps_done: int = 0
@@ -153,6 +156,7 @@ class RunManager:
             self._check_room(address)
             pace = LESSON_PACES.get(config)
             run = LiveRun(handle=next(self._handles), owner=owner, config=config, address=address,
+                          lesson_run=config in LESSON_CONFIGS and not fresh,
                           viewers={owner: time.monotonic()}, pause=Pause(_PROCESSES, 1 / pace if pace else 0.0))
             self._runs[run.handle] = run
             self._queue.append(run.handle)
@@ -192,7 +196,8 @@ class RunManager:
 
     def _check_room(self, address: str) -> None:
         per_address = self.limits.live_per_address
-        mine = sum(1 for run in self._runs.values() if run.address == address and self._live(run))
+        mine = sum(1 for run in self._runs.values()
+                   if run.address == address and self._live(run) and not run.lesson_run)
         if per_address and mine >= per_address:
             raise QueueFull(f"You already have {mine} runs training or waiting on this server (at most "
                             f"{per_address} per visitor address, so a class shares it fairly). Stop one of them, "
@@ -302,16 +307,16 @@ class RunManager:
         return time.monotonic() - run.last_seen > self.abandoned_seconds
 
     def _next_to_start(self) -> int | None:
-        """The first queued run whose address may start one more, when a slot is free. Lesson runs are the
-        class's shared experiments, not a visitor's own: they neither wait for nor count against the per-address
-        share, so a lesson page's variants train side by side when slots are free."""
+        """The first queued run whose address may start one more, when a slot is free. Lesson runs (opened, not
+        trained fresh) are the class's shared experiments, not a visitor's own: they neither wait for nor count
+        against the per-address shares, so a lesson page's variants train side by side when slots are free."""
         if self._running >= self.max_concurrent:
             return None
         per_address = self.limits.training_per_address
         for handle in self._queue:
             run = self._runs[handle]
             if self._live(run) and not self._abandoned(run) and (
-                    not per_address or run.config in LESSON_CONFIGS or self._training[run.address] < per_address):
+                    not per_address or run.lesson_run or self._training[run.address] < per_address):
                 return handle
         return None
 
@@ -326,7 +331,7 @@ class RunManager:
                 self._turn.wait(timeout=1.0)  # also wakes to notice an abandoned run
             self._queue.remove(run.handle)
             self._running += 1
-            self._training[run.address] += run.config not in LESSON_CONFIGS
+            self._training[run.address] += not run.lesson_run
             self._turn.notify_all()  # the next in line may fit too
             return True
 
@@ -427,7 +432,7 @@ class RunManager:
         with self._turn:
             run.state = "done"
             self._running -= took_slot
-            self._training[run.address] -= took_slot and run.config not in LESSON_CONFIGS
+            self._training[run.address] -= took_slot and not run.lesson_run
             if self._by_config.get(run.config) == run.handle:
                 del self._by_config[run.config]  # from now on its stored result is shown instead
             self._done.append(run.handle)

@@ -306,7 +306,7 @@ _HELDOUT_METRICS = (f"SELECT {_METRIC_ROW} FROM metrics INDEXED BY metrics_run_n
 # Per CHART_BLOCK-step block of a series: its last step, the mean of its finite values and how many there were
 # (what smoothing a long run's training-batch metric reads, where the chart rows hold only block extremes).
 _BLOCK_MEANS = (f"SELECT MAX(step), AVG(value), COUNT(value) FROM metrics INDEXED BY metrics_run_name_step "
-                f"WHERE run_id = ? AND name = ? AND tensor = '' AND abs(value) <= {_DBL_MAX} "
+                f"WHERE run_id = ? AND name = ? AND step >= ? AND tensor = '' AND abs(value) <= {_DBL_MAX} "
                 f"GROUP BY step / {CHART_BLOCK} ORDER BY 1")
 _STEP_RANGE = ("SELECT (SELECT MIN(step) FROM {table} WHERE run_id = :run), "
                "(SELECT MAX(step) FROM {table} WHERE run_id = :run)")
@@ -736,12 +736,12 @@ class Store:
                                 "AND name = ? AND tensor = '' ORDER BY step", (run_id, name)).fetchall()
         return pd.DataFrame(rows, columns=["step", "value"]).astype({"step": "int64", "value": "float64"})
 
-    def block_means(self, run_id: int, name: str) -> pd.DataFrame:
-        """A global metric's mean per CHART_BLOCK steps: step (the block's last), value (mean of its finite
-        values), count (how many)."""
+    def block_means(self, run_id: int, name: str, from_step: int = 0) -> pd.DataFrame:
+        """A global metric's mean per CHART_BLOCK steps from `from_step` (a block's first step) on: step (the
+        block's last), value (mean of its finite values), count (how many). It reads every row it averages."""
         with self._transaction("BEGIN") as conn:
             self._row(conn, run_id)
-            rows = conn.execute(_BLOCK_MEANS, (run_id, name)).fetchall()
+            rows = conn.execute(_BLOCK_MEANS, (run_id, name, from_step)).fetchall()
         return pd.DataFrame(rows, columns=["step", "value", "count"]).astype(
             {"step": "int64", "value": "float64", "count": "int64"})
 

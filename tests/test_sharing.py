@@ -282,3 +282,21 @@ def test_a_lesson_pages_variants_train_side_by_side_while_a_visitors_own_runs_ta
     time.sleep(1.5)
     assert own[1].state == "queued"  # a slot is free, yet a visitor's second own run waits: one per address
     manager.shutdown()
+
+
+def test_a_lesson_with_three_variants_leaves_a_visitors_own_share_whole_but_a_fresh_lesson_run_uses_it(tmp_path):
+    manager = make(tmp_path, max_runs=2)
+    address = "203.0.113.8"
+    variants = [manager.submit(v.config, owner="teacher", address=address) for v in lesson("activations").variants]
+    assert [run.lesson_run for run in variants] == [True] * 3
+    own = [manager.submit(LONG.replace(seed=k), owner="teacher", address=address) for k in range(3)]  # all fit
+    with pytest.raises(QueueFull):  # the address's own three are its share
+        manager.submit(LONG.replace(seed=9), owner="teacher", address=address)
+    for run in own:
+        manager.stop(run)
+    fresh = [manager.submit(lesson("activations").variants[0].config, owner="teacher", address=address, fresh=True)
+             for _ in range(3)]
+    assert [run.lesson_run for run in fresh] == [False] * 3  # trained fresh: the visitor's own
+    with pytest.raises(QueueFull):
+        manager.submit(LONG.replace(seed=10), owner="teacher", address=address)
+    manager.shutdown()
