@@ -132,17 +132,19 @@ def _legend() -> alt.Legend:
     return alt.Legend(labelLimit=360, symbolType="stroke", symbolStrokeWidth=2)
 
 
-def compare_chart(df: pd.DataFrame, quantity: str, runs: list[str] | None = None) -> alt.Chart:
+def compare_chart(df: pd.DataFrame, quantity: str, runs: list[str] | None = None,
+                  what: str = "the compared runs") -> alt.Chart:
     """The runs overlaid on shared axes, colour by run and dash by series (layer) where a run has several;
     what a scale cannot show (NaN, ±Inf, and ≤ 0 on a log scale) is left out and counted in the subtitle.
-    `runs`: every run's label, so each keeps its colour (and the spec stays the same) before it has rows."""
+    `runs`: every run's label, so each keeps its colour (and the spec stays the same) before it has rows;
+    `what`: the title's name for them."""
     q = QUANTITIES[quantity]
     drawable, subtitle = _hidden_note(df["value"], q.log)
     several = df.groupby("run")["series"].nunique().max() > 1 if len(df) else False
     y = alt.Y("value:Q", title=q.axis, scale=alt.Scale(type="log") if q.log else alt.Undefined,
               axis=LOG_AXIS if q.log else alt.Undefined)
     extra = {"strokeDash": alt.StrokeDash("series:N", title="series", legend=_legend())} if several else {}
-    return (alt.Chart(df[drawable], title=alt.TitleParams(f"{q.name} of the compared runs",
+    return (alt.Chart(df[drawable], title=alt.TitleParams(f"{q.name} of {what}",
                                                           subtitle=subtitle, anchor="start"))
             .mark_line(clip=True)
             .encode(x=alt.X("step:Q", title="training step", axis=alt.Axis(format="d", tickMinStep=1)), y=y,

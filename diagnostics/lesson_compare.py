@@ -33,8 +33,8 @@ def lesson_specs(lesson: Lesson, store: Store, data: dict[str, LabChartData],
     """The lesson's overlaid charts (`data`, `run_ids`: variant label → its run's chart data and id, for the
     variants that have a run) and its gradient-through-time comparison."""
     labels = [variant.label for variant in lesson.variants]
-    specs = [chart_spec(compare_chart(compare_series(store, data, run_ids, quantity), quantity, labels),
-                        f"lesson-{quantity}") for quantity in lesson.compare]
+    specs = [chart_spec(compare_chart(compare_series(store, data, run_ids, quantity), quantity, labels,
+                                      what="the variants"), f"lesson-{quantity}") for quantity in lesson.compare]
     profiles = end_profiles(store, run_ids) if lesson.profile_ends else latest_profiles(data)
     mode = "ends" if lesson.profile_ends else "latest"
     specs.append(chart_spec(profile_chart(profiles, labels, mode), "lesson-profiles"))

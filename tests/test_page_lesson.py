@@ -35,8 +35,8 @@ def test_a_lesson_whose_variants_are_stored_shows_them_overlaid_and_trains_nothi
     assert [s.value for s in at.success] == [f"Run {i} completed after 300 steps · held-out accuracy 100 % · "
                                              f"{store.get_run(i).summary['train_seconds']:.1f} s" for i in ids]
     titles = [c["title"]["text"] for c in charts(at)]
-    assert titles == ["weight norm ‖W‖ of the compared runs", "held-out metric of the compared runs",
-                      "L2 weight penalty of the compared runs", "Gradient back through time (layer 0)"]
+    assert titles == ["weight norm ‖W‖ of the variants", "held-out metric of the variants",
+                      "L2 weight penalty of the variants", "Gradient back through time (layer 0)"]
     heldout = pd.concat(charts(at)[1]["datasets"].values())
     assert set(heldout["run"]) == {v.label for v in chosen.variants}
     assert [r.id for r in Store(db).list_runs()] == ids[::-1]  # nothing trained again
