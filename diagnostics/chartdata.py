@@ -86,6 +86,12 @@ def scrub_steps(steps: Iterable[int], keep: Iterable[int] = (), count: int = SCR
     return np.union1d(picked, np.asarray(kept, dtype=np.int64)).tolist()
 
 
+def nearest_recorded(steps: list[int], step: int) -> int | None:
+    """The step of `steps` (a run's recorded or kept steps) closest to `step`, the earlier on a tie; None
+    without any."""
+    return min(steps, key=lambda s: (abs(s - step), s)) if steps else None
+
+
 # --- downsampling ---------------------------------------------------------------------------------------
 def downsample(df: pd.DataFrame, max_points: int = MAX_POINTS, keep_steps: Iterable[int] = ()) -> pd.DataFrame:
     """At most ~max_points rows per series (rows alike but for step, value) that still show every spike and event."""

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from . import rundata as rd
-from .chartdata import GRAD_POST_CLIP, GRAD_PRE_CLIP, SMOOTHED, WEIGHT_QUANTITIES, LabChartData, downsample
+from .chartdata import (GRAD_POST_CLIP, GRAD_PRE_CLIP, SMOOTHED, WEIGHT_QUANTITIES, LabChartData, downsample,
+                        nearest_recorded)
 from .charts import LOG_AXIS
 from .palette import ordered_scale
 from .store import Store
@@ -151,11 +152,6 @@ def compare_chart(df: pd.DataFrame, quantity: str, runs: list[str] | None = None
                     color=alt.Color("run:N", title="run", scale=ordered_scale(df["run"] if runs is None else runs),
                                     legend=_legend()),
                     tooltip=["run:N", "series:N", "step:Q", alt.Tooltip("value:Q", format=".4g")], **extra))
-
-
-def nearest_recorded(steps: list[int], step: int) -> int | None:
-    """The run's recorded step closest to `step` (the earlier on a tie), None without any."""
-    return min(steps, key=lambda s: (abs(s - step), s)) if steps else None
 
 
 def compare_profiles(store: Store, run_ids: dict[str, int], step: int) -> pd.DataFrame:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .chartdata import nearest_recorded
 from .config import quoted
 from .inspect_gates import VERSIONS, agreement_predictions, difference_frame, draw_probes, top_units
 from .model import task_of
@@ -47,7 +48,7 @@ def chosen_step(steps: list[int], requested: object) -> tuple[int, str | None]:
     step = int(text)
     if step in steps:
         return step, None
-    nearest = min(steps, key=lambda s: (abs(s - step), s))
+    nearest = nearest_recorded(steps, step)
     return nearest, (f"This run kept no weights at step {step}; it keeps them at steps "
                      f"{', '.join(map(str, steps))}. Showing the nearest, step {nearest}.")
 

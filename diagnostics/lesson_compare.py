@@ -10,10 +10,10 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from .chartdata import LabChartData
+from .chartdata import LabChartData, nearest_recorded
 from .chartspecs import ChartSpec, chart_spec
 from .charts import LOG_AXIS
-from .compare_charts import compare_chart, compare_series, nearest_recorded
+from .compare_charts import compare_chart, compare_series
 from .lessons import Lesson
 from .palette import ordered_scale
 from .store import Store
