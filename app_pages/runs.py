@@ -68,11 +68,16 @@ chosen = st.multiselect(f"Pick runs to open or compare (up to {MAX_COMPARED})", 
                         max_selections=MAX_COMPARED, format_func=lambda i: run_label(by_id[i]))
 picked = [by_id[i] for i in chosen]
 
+watched = [run.id for run in picked if run.watched]
 if len(picked) == 1:
     run = picked[0]
     st.subheader(run_label(run))
-    st.page_link("app_pages/lab.py", label=f"Open run {run.id} in the Lab: its charts, diagnosis and settings",
-                 icon=":material/science:", query_params={"run": str(run.id)})
+    if run.watched:
+        st.info(f"Run {run.id} was recorded by `watch` in a training script: the Lab does not draw watched runs "
+                f"yet. Download it below, or write its tables with `python -m diagnostics export {run.id}`.")
+    else:
+        st.page_link("app_pages/lab.py", label=f"Open run {run.id} in the Lab: its charts, diagnosis and settings",
+                     icon=":material/science:", query_params={"run": str(run.id)})
     gates_link(runs_store, run.id)
     st.download_button("Download it as CSV (ZIP: metrics, time_grads, gates, events, run.json)",
                        lambda: runs_store.export_zip(run.id), file_name=f"run-{run.id}-csv.zip",
@@ -95,6 +100,9 @@ if len(picked) == 1:
             else:
                 st.success(f"Deleted run {run.id}.")
                 st.rerun()
+elif watched:
+    st.info(f"Watched runs ({', '.join(f'#{i}' for i in watched)}) cannot be compared yet: they have no settings "
+            "to set side by side, and the Lab's charts do not draw them yet.")
 elif len(picked) > 1:
     st.subheader(f"Comparing {len(picked)} runs")
     differences = config_differences(picked)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from diagnostics.config import RunConfig
 from diagnostics.model import build
-from diagnostics.train import make_optimizer
+from diagnostics.optimizers import make_optimizer
 
 FUSED = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -38,7 +38,7 @@ def plain_loop(config: RunConfig, model: Callable[[Tensor], Tensor], params: lis
                on_step: Callable[[int], None]) -> None:
     """The usual loop: sample, forward, loss, backward, clip, step, and the loss as a number for the log."""
     torch.set_flush_denormal(True)  # as `train` does, in this thread
-    optimizer = make_optimizer(config, params)
+    optimizer = make_optimizer(config.optimizer, params, lr=config.lr, momentum=config.momentum)
     generator = torch.Generator().manual_seed(config.seed)
     for step in range(1, config.steps + 1):
         inputs, targets = task.sample(config.batch_size, generator)

@@ -11,6 +11,7 @@ import threading
 import time
 
 from .config import ConfigError, RunConfig, allowed_text
+from .description import ModelDescription
 from .runid import parse_run_id
 from .runner import run_into_store, use_torch_threads
 from .store import Store, StoreError, strict_json
@@ -161,7 +162,8 @@ def _num(v) -> str:
 def cmd_runs(args) -> int:
     runs = Store(args.db, create=False).list_runs()
     rows = [{"id": r.id, "created": r.created, "status": r.status, "steps_done": r.steps_done,
-             "config": _summary_of(r.config), "pinned": r.pinned} for r in runs]
+             "config": _summary_of(r), "pinned": r.pinned, "source": r.description.get("source", "lab"),
+             "name": r.description.get("name")} for r in runs]
     if args.json:
         print(strict_json(rows))
         return 0
@@ -173,11 +175,14 @@ def cmd_runs(args) -> int:
     return 0
 
 
-def _summary_of(config: dict) -> str:
+def _summary_of(run) -> str:
+    """A lab run's config in one line; a watched run's model (it has no config)."""
     try:
-        return RunConfig.from_dict(config).summary()
-    except ConfigError:  # a run stored by a newer version with fields this one does not know
-        return strict_json(config)
+        if run.description.get("source") == "watch":
+            return ModelDescription.from_dict(run.description).summary()
+        return RunConfig.from_dict(run.config).summary()
+    except (ConfigError, TypeError):  # a run stored by a newer version with fields this one does not know
+        return strict_json(run.config or run.description)
 
 
 def cmd_export(args) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .config import ConfigError, RunConfig, applies, field_map
+from .description import ModelDescription
 from .store import RunInfo
 
 MAX_COMPARED = 4
@@ -20,8 +21,11 @@ def runs_frame(runs: list[RunInfo]) -> pd.DataFrame:
     rows = []
     for r in runs:
         summary = r.summary or {}
+        fields = {f: r.config.get(f) for f in TABLE_FIELDS}
+        if r.watched:  # no config: its cell is its first recurrent module's
+            fields["cell"] = (r.description.get("modules") or [{}])[0].get("cell")
         rows.append({"id": r.id, "created": r.created[:19].replace("T", " "), "status": r.status,
-                     "steps done": r.steps_done, **{f: r.config.get(f) for f in TABLE_FIELDS},
+                     "steps done": r.steps_done, **fields,
                      "final loss": summary.get("final_loss"), "held-out metric": summary.get("final_metric"),
                      "pinned": r.pinned})
     columns = ["id", "created", "status", "pinned", "steps done", *TABLE_FIELDS, "final loss", "held-out metric"]
@@ -52,10 +56,13 @@ SUMMARY_FIELDS = ("cell", "activation", "hidden_size", "num_layers", "init", "in
 
 def run_label(run: RunInfo) -> str:
     """"#3 lstm H32x1 … seed 0 · forget_bias 0": the summary, and every other field that applies and is not
-    at its default, so runs that differ only there (weight decay, forget bias) are told apart in a picker."""
+    at its default, so runs that differ only there (weight decay, forget bias) are told apart in a picker; a
+    watched run by its name and modules."""
     try:
+        if run.watched:
+            return f"#{run.id} {ModelDescription.from_dict(run.description).summary()}"
         config = RunConfig.from_dict(run.config)
-    except ConfigError:
+    except (ConfigError, TypeError):
         return f"#{run.id}"
     extra = [f"{name} {getattr(config, name):g}" if isinstance(getattr(config, name), float)
              else f"{name} {getattr(config, name)}"

@@ -14,13 +14,22 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-CELLS = ("rnn", "lstm", "gru")
-ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear")
-INITS = ("default", "xavier_uniform", "xavier_normal", "he", "orthogonal", "identity", "normal")
-TASK_NAMES = ("agreement", "adding", "copy")
-OPTIMIZERS = ("sgd", "adam")
-CLIPS = ("none", "norm", "value")
-NONFINITE_POLICIES = ("stop", "skip")
+from .cells import ACTIVATION_FNS, GATE_BLOCKS
+from .clipping import CLIPPERS
+from .initialisers import INITIALISERS
+from .nonfinite import NONFINITE_POLICIES as _POLICIES
+from .optimizers import OPTIMIZERS as _OPTIMIZERS
+from .tasks import TASKS
+
+# The allowed values of each choice field are its registry's keys: adding a cell, initialiser, task, optimiser,
+# clipping or non-finite policy there adds it to the CLI, links and sidebar with no second list.
+CELLS = tuple(GATE_BLOCKS)
+ACTIVATIONS = tuple(ACTIVATION_FNS)
+INITS = tuple(INITIALISERS)
+TASK_NAMES = tuple(TASKS)
+OPTIMIZERS = tuple(_OPTIMIZERS)
+CLIPS = tuple(CLIPPERS)
+NONFINITE_POLICIES = tuple(_POLICIES)
 
 GROUPS = ("model", "initialisation", "optimisation & clipping", "task", "recording")
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from . import rundata as rd
 from .config import RunConfig
+from .description import ModelDescription, RecurrentModule, describe
 from .gradflow import GAMMA, VANISHED, Reach, gradient_reach, vanishing_bound
 from .outcome import Outcome
 from .remedies import (SATURATION_CURES, SPECTRAL_CURES, VANISHING_CURES, WEIGHT_GROWTH_CURES, Builder, Remedy,
@@ -90,7 +91,6 @@ class Diagnosis:
 
 # What the rules read of a run's metrics: aggregates (tensor "") and the recurrent matrices' rows of these names.
 DIAGNOSED_METRICS = (rd.LOSS, rd.GRAD_NORM_PRE_CLIP, rd.GRAD_NORM, rd.WEIGHT_NORM, rd.SIGMA_MAX, rd.HIDDEN_SATURATION)
-RECURRENT_TENSORS = "rnn.weight_hh_l"
 FROM_DATA = object()  # judge's default: the reach is computed from the data's own time_grads
 
 
@@ -100,7 +100,8 @@ class Judgement:
     """One run as the rules see it: its recording, config and outcome, and how its gradients harmed it."""
 
     data: RunData
-    config: RunConfig
+    config: RunConfig  # what remedies change
+    model: ModelDescription  # what the rules read about the model: its cell, layers, activation, clipping
     outcome: Outcome
     reach: Reach | None  # None without a recorded profile whose loss-side gradient is positive
     explosion: str | None  # how exploding gradients harmed the run, in words; None: they did not
@@ -128,18 +129,18 @@ def _nonfinite(data: RunData) -> pd.DataFrame:
     return events[events["kind"] == rd.EVENT_NONFINITE].sort_values("step", kind="stable")
 
 
-def _recurrent(data: RunData, layer: int) -> pd.Series:
+def _recurrent(data: RunData, module: RecurrentModule, layer: int) -> pd.Series:
     """||W_hh|| of one layer, finite and positive values only."""
-    s = _finite(data.series(rd.WEIGHT_NORM, layer, tensor=f"rnn.weight_hh_l{layer}"))
+    s = _finite(data.series(rd.WEIGHT_NORM, layer, tensor=module.weight_hh(layer)))
     return s[s > 0]
 
 
-def _fast_growth(data: RunData, config: RunConfig) -> tuple[int, int, int, float, float] | None:
+def _fast_growth(data: RunData, model: ModelDescription) -> tuple[int, int, int, float, float] | None:
     """(end_step, layer, start_step, start_value, end_value) of the earliest doubling of ||W_hh|| within
     WEIGHT_GROWTH_WINDOW steps, over all layers."""
     found = []
-    for layer in range(config.num_layers):
-        s = _recurrent(data, layer)
+    for layer in range(model.recurrent.num_layers):
+        s = _recurrent(data, model.recurrent, layer)
         low = s.rolling(WEIGHT_GROWTH_WINDOW, min_periods=1).min()
         hits = np.flatnonzero(s.to_numpy() > WEIGHT_GROWTH_FACTOR * low.to_numpy())
         if hits.size:
@@ -163,17 +164,18 @@ def _setback(data: RunData, outcome: Outcome) -> tuple[int, float] | None:
     return int(after.idxmax()), float(after.max())
 
 
-def _past_explosion_bound(data: RunData, config: RunConfig) -> bool:
+def _past_explosion_bound(data: RunData, model: ModelDescription) -> bool:
     """Whether growing weights can explode the gradient: for a vanilla RNN once sigma_max(W_hh) passes 1/gamma
     (Pascanu et al. 2013); doubling small weights that stay below it cannot. Gated cells have no such bound."""
-    if config.cell != "rnn":
+    module = model.recurrent
+    if module.cell != "rnn":
         return True
-    latest = [s.iloc[-1] for layer in range(config.num_layers)
-              if len(s := _finite(data.series(rd.SIGMA_MAX, layer, tensor=f"rnn.weight_hh_l{layer}")))]
-    return not latest or max(latest) >= vanishing_bound(config.activation)
+    latest = [s.iloc[-1] for layer in range(module.num_layers)
+              if len(s := _finite(data.series(rd.SIGMA_MAX, layer, tensor=module.weight_hh(layer))))]
+    return not latest or max(latest) >= vanishing_bound(module.activation)
 
 
-def explosion_harm(data: RunData, config: RunConfig, outcome: Outcome) -> str | None:
+def explosion_harm(data: RunData, model: ModelDescription, outcome: Outcome) -> str | None:
     """How exploding gradients harmed the run, or None when they did not."""
     if not _nonfinite(data).empty:
         return "a value went non-finite"
@@ -182,18 +184,21 @@ def explosion_harm(data: RunData, config: RunConfig, outcome: Outcome) -> str | 
         return "the loss ran away"
     if _setback(data, outcome) is not None:
         return "the loss jumped back up and did not recover"
-    if _fast_growth(data, config) is not None and not outcome.beaten and _past_explosion_bound(data, config):
+    if _fast_growth(data, model) is not None and not outcome.beaten and _past_explosion_bound(data, model):
         return "the weights grew without bound while the model did not learn"
     return None
 
 
-def judge(data: RunData, config: RunConfig, outcome: Outcome, reach: Reach | None | object = FROM_DATA) -> Judgement:
+def judge(data: RunData, config: RunConfig, outcome: Outcome, reach: Reach | None | object = FROM_DATA,
+          model: ModelDescription | None = None) -> Judgement:
     """The run as every rule reads it: the gradient's reach and the explosion's harm, computed once. A `reach`
-    computed elsewhere (from the store, without loading every profile) replaces the one of `data.time_grads`."""
+    computed elsewhere (from the store, without loading every profile) replaces the one of `data.time_grads`;
+    `model` is the run's stored description (by default the one its config builds)."""
     if reach is FROM_DATA:
         reach = gradient_reach(data.time_grads, outcome.dependency)
-    return Judgement(data=data, config=config, outcome=outcome, reach=reach,
-                     explosion=explosion_harm(data, config, outcome))
+    model = model or describe(config)
+    return Judgement(data=data, config=config, model=model, outcome=outcome, reach=reach,
+                     explosion=explosion_harm(data, model, outcome))
 
 
 def _cures(j: Judgement, kind: str, *builders: Builder) -> tuple[Remedy, ...]:
@@ -336,7 +341,7 @@ def check_loss_divergence(j: Judgement) -> Diagnosis | None:
 def check_weight_growth(j: Judgement) -> Diagnosis | None:
     """Weights that grow exponentially push sigma_max(W_hh) past the point where gradients explode; weights
     that grew steadily while the model learned are the learning, which a note names."""
-    fast = _fast_growth(j.data, j.config)
+    fast = _fast_growth(j.data, j.model)
     if fast is not None:
         end, layer, start, a, b = fast
         steps = f"{end - start} step{'s' * (end - start != 1)}"
@@ -352,8 +357,8 @@ def check_weight_growth(j: Judgement) -> Diagnosis | None:
     if not j.outcome.beaten or j.explosion is not None:
         return None
     grown = []  # (factor, layer, start_step, start, end_step, end)
-    for layer in range(j.config.num_layers):
-        s = _recurrent(j.data, layer)
+    for layer in range(j.model.recurrent.num_layers):
+        s = _recurrent(j.data, j.model.recurrent, layer)
         if len(s) >= 2 and s.iloc[-1] >= WEIGHT_GREW * s.iloc[0]:
             grown.append((float(s.iloc[-1] / s.iloc[0]), layer, int(s.index[0]), float(s.iloc[0]),
                           int(s.index[-1]), float(s.iloc[-1])))
@@ -370,7 +375,7 @@ def check_weight_growth(j: Judgement) -> Diagnosis | None:
 
 def check_grad_above_one(j: Judgement) -> Diagnosis | None:
     """A gradient norm that never comes down on any layer is a sustained explosion, not one bad batch."""
-    layers = list(range(j.config.num_layers))
+    layers = list(range(j.model.recurrent.num_layers))
     norms = pd.concat({k: j.data.series(rd.GRAD_NORM, k) for k in layers}, axis=1, join="inner")
     if norms.empty:
         return None
@@ -383,8 +388,8 @@ def check_grad_above_one(j: Judgement) -> Diagnosis | None:
     who = "every recurrent layer" if len(layers) > 1 else "the recurrent layer"
     severity = j.severity(EXPLODING)
     tail = "the gradients are too large all the time" if severity == PROBLEM else _no_harm(j)
-    if severity == NOTE and j.config.clip == "norm":
-        tail += f"; clipping at {j.config.clip_threshold:g} bounded each step"
+    if severity == NOTE and j.model.clip == "norm":
+        tail += f"; clipping at {j.model.clip_threshold:g} bounded each step"
     message = (f"The gradient norm of {who} stayed above {GRAD_LIMIT:g} for {length} steps in a row (steps "
                f"{first}-{last}, between {lo:.3g} and {hi:.3g}), {tail}.")
     evidence = {"layers": layers, "start_step": first, "end_step": last, "steps": length,
@@ -401,16 +406,16 @@ def _loss_around(data: RunData, step: int) -> tuple[float | None, float | None]:
     return (float(before.median()) if len(before) else None, float(after.median()) if len(after) else None)
 
 
-def spike_reference(config: RunConfig) -> float:
+def spike_reference(model: ModelDescription) -> float:
     """The norm a spike is measured against besides its recent median: the clipping threshold, else GRAD_LIMIT."""
-    return config.clip_threshold if config.clip == "norm" else GRAD_LIMIT
+    return model.clip_threshold if model.clip == "norm" else GRAD_LIMIT
 
 
 def check_clip_spikes(j: Judgement) -> Diagnosis | None:
     """Sudden jumps of the global norm are cliffs in the loss (Pascanu et al. 2013), which clipping tames."""
     s = _finite(j.data.series(rd.GRAD_NORM_PRE_CLIP))
     median = s.rolling(SPIKE_WINDOW, min_periods=1).median().shift(1)  # the preceding window, not the spike
-    reference = spike_reference(j.config)
+    reference = spike_reference(j.model)
     scale = np.maximum(median.fillna(0.0), reference)
     spikes = s[s > SPIKE_FACTOR * scale]
     if spikes.empty:
@@ -419,7 +424,7 @@ def check_clip_spikes(j: Judgement) -> Diagnosis | None:
     step = int(ratio.idxmax())
     value, med, factor = float(s[step]), float(median.fillna(0.0)[step]), float(ratio[step])
     against = "its recent median" if med > reference else \
-        f"the clipping threshold {reference:g}" if j.config.clip == "norm" else f"the line at {reference:g}"
+        f"the clipping threshold {reference:g}" if j.model.clip == "norm" else f"the line at {reference:g}"
     count = len(spikes)
     before, after = _loss_around(j.data, step)
     loss = ("" if before is None or after is None else
@@ -428,9 +433,9 @@ def check_clip_spikes(j: Judgement) -> Diagnosis | None:
     if severity == PROBLEM:
         message = (f"The gradient norm jumped above {SPIKE_FACTOR:g}x {against} {_times(count)}; "
                    f"the largest jump, at step {step}, reached {value:.3g} ({factor:.3g}x){loss}: the loss surface "
-                   "has steep cliffs" + (f" that clipping at {j.config.clip_threshold:g} did not tame."
-                                         if j.config.clip == "norm" else "."))
-    elif j.config.clip == "norm":
+                   "has steep cliffs" + (f" that clipping at {j.model.clip_threshold:g} did not tame."
+                                         if j.model.clip == "norm" else "."))
+    elif j.model.clip == "norm":
         message = (f"Clipping capped {count} jump{'s' * (count != 1)} of the gradient norm above "
                    f"{SPIKE_FACTOR:g}x {against} (the largest, {value:.3g} at step {step}, {factor:.3g}x{loss}) "
                    f"{_no_harm(j)}.")
@@ -464,11 +469,11 @@ def check_time_decay(j: Judgement) -> Diagnosis | None:
                    f"learn ({j.outcome.metric_text()}).")
     elif reach.ratio < VANISHED:
         why = (": Adam divides each weight's step by that weight's own gradient size, so even a tiny gradient "
-               "moves its weight (Kingma & Ba 2015)" if j.config.optimizer == "adam" and j.outcome.beaten else "")
+               "moves its weight (Kingma & Ba 2015)" if j.model.optimizer == "adam" and j.outcome.beaten else "")
         message = (f"Over the last recorded steps (to step {reach.step}), {where} ({horizon}), "
                    f"{_after_vanishing(j)}{why}.")
     else:
-        how = ("Adam's rescaled steps let the model learn to carry it" if j.config.optimizer == "adam"
+        how = ("Adam's rescaled steps let the model learn to carry it" if j.model.optimizer == "adam"
                else "training taught the network to carry it")
         message = (f"At step {reach.first_step}, only {share_text(reach.first_ratio)} of the gradient at "
                    f"{dep.target_name} reached {dep.source_name}; by step {reach.step} it is "
@@ -490,8 +495,8 @@ _HIDDEN_SATURATED = {"tanh": "saturated (|h| > 0.99, where tanh is flat)",
 
 def check_saturation(j: Judgement) -> Diagnosis | None:
     """Saturated units and gates have slope ~0, so the gradient through them is cut at every step."""
-    config, found = j.config, []  # dicts with layer, unit, step, share
-    for layer in range(config.num_layers):
+    module, found = j.model.recurrent, []  # dicts with layer, unit, step, share
+    for layer in range(module.num_layers):
         s = _finite(j.data.series(rd.HIDDEN_SATURATION, layer))
         if len(s) and s.iloc[-1] > SATURATION_LIMIT:
             found.append({"layer": layer, "unit": "hidden", "step": int(s.index[-1]), "share": float(s.iloc[-1])})
@@ -499,10 +504,10 @@ def check_saturation(j: Judgement) -> Diagnosis | None:
     if not gates.empty:
         latest = gates[gates["step"] == gates["step"].max()]
         for (layer, gate), g in latest.groupby(["layer", "gate"]):
-            if gate not in SIGMOID_GATES[config.cell]:
+            if gate not in SIGMOID_GATES[module.cell]:
                 continue
             low, high = g["frac_low"].mean(), g["frac_high"].mean()
-            share = low if gate == MEMORY_GATES.get(config.cell) else low + high
+            share = low if gate == MEMORY_GATES.get(module.cell) else low + high
             if share > GATE_SATURATION_LIMIT:
                 found.append({"layer": int(layer), "unit": str(gate), "step": int(g["step"].iloc[0]),
                               "share": float(share)})
@@ -511,9 +516,9 @@ def check_saturation(j: Judgement) -> Diagnosis | None:
     worst = max(found, key=lambda f: f["share"])
     layer, unit, share = worst["layer"], worst["unit"], worst["share"]
     if unit == "hidden":
-        what = _HIDDEN_SATURATED[config.activation if config.cell == "rnn" else "tanh"]
+        what = _HIDDEN_SATURATED[module.activation_of_state]
         detail = f"{share:.0%} of the hidden units of layer {layer} are {what}, so almost no gradient passes back"
-    elif unit == MEMORY_GATES.get(config.cell):
+    elif unit == MEMORY_GATES.get(module.cell):
         detail = (f"layer {layer}'s {unit} gate is nearly closed (< 0.1) {share:.0%} of the time, so the memory "
                   "is wiped at almost every step")
     else:
@@ -529,13 +534,13 @@ def check_saturation(j: Judgement) -> Diagnosis | None:
 
 def check_spectral(j: Judgement) -> Diagnosis | None:
     """For a vanilla RNN, sigma_max(W_hh) < 1/gamma proves the gradient must vanish (Pascanu et al. 2013)."""
-    config = j.config
-    if config.cell != "rnn":
+    module = j.model.recurrent
+    if module.cell != "rnn":
         return None
-    bound = vanishing_bound(config.activation)
+    bound = vanishing_bound(module.activation)
     found = []  # (sigma_max, layer, step)
-    for layer in range(config.num_layers):
-        s = _finite(j.data.series(rd.SIGMA_MAX, layer, tensor=f"rnn.weight_hh_l{layer}"))
+    for layer in range(module.num_layers):
+        s = _finite(j.data.series(rd.SIGMA_MAX, layer, tensor=module.weight_hh(layer)))
         if len(s) and s.iloc[-1] < bound:
             found.append((float(s.iloc[-1]), layer, int(s.index[-1])))
     if not found:
@@ -543,11 +548,11 @@ def check_spectral(j: Judgement) -> Diagnosis | None:
     sigma, layer, step = min(found)
     severity = j.severity(VANISHING)
     message = (f"At step {step}, the largest singular value of layer {layer}'s recurrent matrix is {sigma:.3g}, "
-               f"below 1/γ = {bound:g} for {config.activation}: each step back in time multiplies the "
-               f"gradient by at most {sigma * GAMMA[config.activation]:.3g}, so it must vanish"
+               f"below 1/γ = {bound:g} for {module.activation}: each step back in time multiplies the "
+               f"gradient by at most {sigma * GAMMA[module.activation]:.3g}, so it must vanish"
                + ("." if severity == PROBLEM else f"; {_after_vanishing(j)}."))
     evidence = {"layer": layer, "step": step, "sigma_max": sigma, "bound": bound,
-                "activation": config.activation}
+                "activation": module.activation}
     return Diagnosis(VANISHING, "spectral", message, evidence,
                      _cures(j, VANISHING, *SPECTRAL_CURES), severity)
 

@@ -20,8 +20,9 @@ from typing import Callable
 
 import torch
 
+from .cells import ACTIVATION_FNS as ACTIVATIONS
 from .cells import GATE_BLOCKS as CELLS  # cell -> number of gate blocks G
-from .config import ACTIVATIONS
+
 IDENTITY_INPUT_STD = 0.001  # Le et al. 2015 (IRNN): input weights ~ N(0, 0.001²)
 
 

@@ -34,6 +34,7 @@ from multiprocessing.connection import Connection
 from . import budget
 from .chartcache import SharedChartData
 from .config import ConfigError, RunConfig, sentence
+from .description import describe
 from .lessons import lesson_configs, lesson_paces
 from .limits import ServerLimits
 from .pausing import Pause
@@ -474,7 +475,8 @@ def _train_in_process(config: RunConfig, store_path: str, stop, orphaned, pause:
 
     try:
         with Store(store_path) as store:
-            run_id = store.create_run(config.to_dict())  # by this process, so its death reads as interrupted
+            # Created by this process, so its death reads as interrupted.
+            run_id = store.create_run(config.to_dict(), describe(config).to_dict())
             sender.send(("registered", run_id))
             summary = run_into_store(config, store, stop=stop, on_step=progress, run_id=run_id,
                                      hold=lambda commit: pause.hold(lambda: stop.is_set() or gone(), commit))

@@ -1,21 +1,19 @@
-"""What a training step records: cheap scalars every step, per-time-step quantities on a schedule.
-
-The recorder turns one step's tensors into tidy rows (see `rundata`) and hands them to a sink (memory or
-the store). Numbers leave the graph in one `torch.stack(...).tolist()` per batch of quantities instead of
-one `.item()` per tensor. NaN/Inf is data: it is counted and located, never dropped.
+"""The recorder's parts: sinks that keep a run's rows, and the measurements and ledger helpers that the
+quantities (see `quantities`) and the non-finite ledger are built from. NaN/Inf is data: it is counted and
+located, never dropped.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from . import rundata as rd
-from .cells import GATE_NAMES, Trace
+from .cells import Trace
 
 _LAYER = re.compile(r"^rnn\.\w+_l(\d+)$")
 SATURATION_TANH = 0.99  # |h| above this: tanh'(h) < 0.02, the unit passes almost no gradient
@@ -27,11 +25,6 @@ def layer_of(param_name: str) -> int | None:
     """Recurrent layer index of a parameter (`rnn.weight_hh_l1` → 1), None for the readout."""
     m = _LAYER.match(param_name)
     return int(m.group(1)) if m else None
-
-
-def is_recorded(step: int, record_every: int) -> bool:
-    """The per-time-step schedule: the first step and every `record_every`-th (0 turns it off)."""
-    return record_every > 0 and (step == 1 or step % record_every == 0)
 
 
 class MemorySink:
@@ -50,16 +43,6 @@ class MemorySink:
                           time_grads=rd.frame(self.rows["time_grads"], rd.TIME_GRAD_COLUMNS),
                           gates=rd.frame(self.rows["gates"], rd.GATE_COLUMNS),
                           events=rd.frame(self.rows["events"], rd.EVENT_COLUMNS))
-
-
-@dataclass
-class StepRows:
-    """Rows of one step, in `rundata` column order."""
-
-    metrics: list[tuple] = field(default_factory=list)
-    time_grads: list[tuple] = field(default_factory=list)
-    gates: list[tuple] = field(default_factory=list)
-    events: list[tuple] = field(default_factory=list)
 
 
 def nonfinite_counts(tensors: list[Tensor]) -> list[tuple[int, int, int]]:
@@ -90,6 +73,8 @@ def time_grad_norms(trace: Trace) -> Tensor:
 def first_nonfinite_hidden(trace: Trace) -> tuple[int, int, tuple[int, int, int]] | None:
     """(layer, 1-based time step, counts) of the earliest non-finite hidden state in forward order."""
     for k, layer in enumerate(trace.hiddens):
+        if not layer:  # a watched module that was not called on this step
+            continue
         stacked = torch.stack(layer)  # (T, B, H)
         bad = ~torch.isfinite(stacked).flatten(1).all(dim=1)
         if bad.any():
@@ -129,57 +114,6 @@ def saturation(h: Tensor, activation: str) -> Tensor:
     return _share(h.abs() > SATURATION_TANH)
 
 
-@torch.no_grad()  # the statistics are data, not graph: without this every op would build autograd nodes
-def per_time_step_rows(step: int, trace: Trace, model: nn.Module, cell: str, activation: str,
-                       rows: StepRows) -> None:
-    """Gradient through time, gates, saturation and spectra of a recorded step, in one batch.
-
-    Each layer's gates are stacked into one (gates, T, B·H) tensor, so the statistics take a few large ops
-    rather than a few per gate and time step."""
-    norms = time_grad_norms(trace)  # (L, T)
-    L, T = norms.shape
-    quantities = [norms.flatten()]
-    names, G = GATE_NAMES[cell], len(GATE_NAMES[cell])
-    gate_layers = [k for k, gates in enumerate(trace.gates) if names and gates[names[0]]]
-    for k in gate_layers:
-        g = torch.stack([v for name in names for v in trace.gates[k][name]]).view(G, T, -1)
-        quantities += [g.mean(2), _share(g < GATE_LOW, dim=2), _share(g > GATE_HIGH, dim=2)]
-    act = activation if cell == "rnn" else "tanh"
-    sat = [saturation(torch.stack(layer), act) for layer in trace.hiddens]
-    spectral = []
-    for k in range(len(trace.hiddens)):
-        W_hh = getattr(model.rnn, f"weight_hh_l{k}").detach()
-        if not torch.isfinite(W_hh).all():
-            spectral += [W_hh.new_tensor(math.nan)] * (2 if cell == "rnn" else 1)
-            continue
-        spectral.append(torch.linalg.matrix_norm(W_hh, ord=2))
-        if cell == "rnn":  # a square matrix: its eigenvalues govern long-run growth
-            spectral.append(torch.linalg.eigvals(W_hh).abs().max())
-    flat = torch.cat([q.flatten() for q in quantities] + [torch.stack(sat + spectral)]).tolist()
-
-    pos = 0
-    for k in range(L):
-        for t in range(T):
-            rows.time_grads.append((step, k, t + 1, flat[pos]))
-            pos += 1
-    for k in gate_layers:  # per layer: means, then shares low, then shares high, each (G, T) row-major
-        means, lows, highs = (flat[pos + i * G * T:pos + (i + 1) * G * T] for i in range(3))
-        for j, name in enumerate(names):
-            rows.gates.extend((step, k, name, t + 1, means[j * T + t], lows[j * T + t], highs[j * T + t])
-                              for t in range(T))
-        pos += 3 * G * T
-    for k in range(L):
-        rows.metrics.append((step, rd.HIDDEN_SATURATION, k, "", flat[pos]))
-        pos += 1
-    for k in range(L):
-        name = f"rnn.weight_hh_l{k}"
-        rows.metrics.append((step, rd.SIGMA_MAX, k, name, flat[pos]))
-        pos += 1
-        if cell == "rnn":
-            rows.metrics.append((step, rd.SPECTRAL_RADIUS, k, name, flat[pos]))
-            pos += 1
-
-
 def _nan_first(v: float) -> tuple[bool, float]:
     """Sort key under which NaN is the largest value, so a NaN weight wins `max`."""
     return (math.isnan(v), v)
@@ -187,7 +121,7 @@ def _nan_first(v: float) -> tuple[bool, float]:
 
 def parameter_rows(step: int, names: list[str], grad_norms: list[float], weight_norms: list[float],
                    max_abs: list[float], delta_norms: list[float], before_norms: list[float],
-                   rows: StepRows) -> None:
+                   rows: rd.StepRows, layer_of: Callable[[str], int | None] = layer_of) -> None:
     """Per-tensor rows plus per-recurrent-layer aggregates (L2 over the layer's tensors, max of max)."""
     layers: dict[int, list[int]] = {}
     for i, name in enumerate(names):

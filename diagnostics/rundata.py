@@ -84,6 +84,16 @@ def frame(rows: list[tuple] | list[list], columns: list[str]) -> pd.DataFrame:
 
 
 @dataclass
+class StepRows:
+    """Rows of one step, in this module's column order, before they reach a sink."""
+
+    metrics: list[tuple] = field(default_factory=list)
+    time_grads: list[tuple] = field(default_factory=list)
+    gates: list[tuple] = field(default_factory=list)
+    events: list[tuple] = field(default_factory=list)
+
+
+@dataclass
 class RunData:
     """Everything recorded for one run, as tidy tables (see the module docstring for the columns)."""
 

@@ -11,6 +11,7 @@ import torch
 
 from . import budget
 from .config import RunConfig
+from .description import describe
 from .store import Store, StoreError
 from .model import RecurrentModel, build
 from .summary import RunSummary
@@ -50,7 +51,7 @@ def run_into_store(config: RunConfig, store: Store, stop: threading.Event | None
     (ConfigError) before anything is stored."""
     budget.check(config)
     if run_id is None:
-        run_id = store.create_run(config.to_dict())
+        run_id = store.create_run(config.to_dict(), describe(config).to_dict())
     writer = store.writer(run_id)
     held = 0.0
 

@@ -44,9 +44,10 @@ from .rundata import (GRAD_NORM, GRAD_NORM_POST_CLIP, GRAD_NORM_PRE_CLIP, HELDOU
                       METRIC, SIGMA_MAX, UPDATE_RATIO, WEIGHT_MAX_ABS, WEIGHT_NORM)
 
 DEFAULT_DB_ENV = "GFL_DB"
-# 2: the chart-read indexes; 3: runs found by their config (older stores are upgraded when opened)
-SCHEMA_VERSION = 4
-UPGRADABLE_FROM = (1, 2, 3)
+# 2: the chart-read indexes; 3: runs found by their config; 4: pinned runs; 5: each run's model description
+# (older stores are upgraded when opened)
+SCHEMA_VERSION = 5
+UPGRADABLE_FROM = (1, 2, 3, 4)
 MAX_IDLE_CONNECTIONS = 4  # kept open between uses; Streamlit runs each page redraw in a new thread
 APP = "gradient-flow-lab"
 STALE_SECONDS = 120  # a heartbeat this old means the writer on another host is gone
@@ -56,7 +57,7 @@ FINAL_STATUSES = ("completed", "diverged", "stopped")
 EXPORT_FORMATS = ("csv", "parquet")
 
 _TABLES = {"metrics": METRIC_COLUMNS, "time_grads": TIME_GRAD_COLUMNS, "gates": GATE_COLUMNS, "events": EVENT_COLUMNS}
-_RUN_COLUMNS = "id, created, config, status, steps_done, summary, pid, host, heartbeat, pinned"
+_RUN_COLUMNS = "id, created, config, status, steps_done, summary, pid, host, heartbeat, pinned, description"
 _RUN_REF = "run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE"
 
 _SCHEMA = f"""
@@ -73,7 +74,8 @@ CREATE TABLE IF NOT EXISTS runs (
     pid INTEGER NOT NULL,
     host TEXT NOT NULL,
     heartbeat REAL NOT NULL,
-    pinned INTEGER NOT NULL DEFAULT 0
+    pinned INTEGER NOT NULL DEFAULT 0,
+    description TEXT NOT NULL DEFAULT '{{}}'
 );
 CREATE TABLE IF NOT EXISTS metrics (
     {_RUN_REF}, step INTEGER NOT NULL, name TEXT NOT NULL, layer INTEGER, tensor TEXT NOT NULL, value REAL
@@ -120,6 +122,12 @@ class RunInfo:
     steps_done: int
     summary: dict
     pinned: bool = False  # kept when the store's quota prunes old runs (lesson runs, or pinned by the operator)
+    description: dict = dataclasses.field(default_factory=dict)  # description.ModelDescription; {}: stored before 5
+
+    @property
+    def watched(self) -> bool:
+        """Recorded by `watch` in a user's own loop: it has a model description and no `RunConfig`."""
+        return self.description.get("source") == "watch"
 
 
 def default_db_path() -> Path:
@@ -158,10 +166,11 @@ def _writer_alive(pid: int, host: str, heartbeat: float) -> bool:
 
 def _run_info(row: tuple) -> RunInfo:
     """A runs row as callers see it: JSON parsed, a dead writer's "running" derived as "interrupted"."""
-    run_id, created, config, status, steps_done, summary, pid, host, heartbeat, pinned = row
+    run_id, created, config, status, steps_done, summary, pid, host, heartbeat, pinned, description = row
     if status == "running" and not _writer_alive(pid, host, heartbeat):
         status = "interrupted"
-    return RunInfo(run_id, created, json.loads(config), status, steps_done, json.loads(summary), bool(pinned))
+    return RunInfo(run_id, created, json.loads(config), status, steps_done, json.loads(summary), bool(pinned),
+                   json.loads(description))
 
 
 def _read_meta(path: Path, mode: str) -> tuple[set[str], dict]:
@@ -264,7 +273,8 @@ _CHART_INDEXES = {
 _CONFIG_INDEX = "CREATE INDEX IF NOT EXISTS runs_config ON runs (config, status)"
 _INDEXES_SINCE = {2: list(_CHART_INDEXES.values()), 3: [_CONFIG_INDEX]}  # schema version -> indexes it added
 # Schema version -> columns it added, for upgrades only (a new store has them in its CREATE TABLE).
-_COLUMNS_SINCE = {4: ["ALTER TABLE runs ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0"]}
+_COLUMNS_SINCE = {4: ["ALTER TABLE runs ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0"],
+                  5: ["ALTER TABLE runs ADD COLUMN description TEXT NOT NULL DEFAULT '{}'"]}
 _CREATE_STORE = _SCHEMA.replace("COMMIT;", "".join(f"{sql};\n" for added in _INDEXES_SINCE.values()
                                                    for sql in added) + "COMMIT;")
 _UPGRADES = {
@@ -563,14 +573,16 @@ class Store:
             raise StoreError(f"no run {run_id} in {self.path}; `python -m diagnostics runs` lists them")
         return row
 
-    def create_run(self, config: dict) -> int:
-        """Register a run as "running" by this process, before its first step is written."""
+    def create_run(self, config: dict, description: dict | None = None) -> int:
+        """Register a run as "running" by this process, before its first step is written; `description` is
+        the recorded model's (`description.ModelDescription.to_dict()`), which the verdicts read."""
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self._transaction("BEGIN IMMEDIATE") as conn:
             cur = conn.execute(
-                "INSERT INTO runs (created, config, status, steps_done, summary, pid, host, heartbeat)"
-                " VALUES (?, ?, 'running', 0, '{}', ?, ?, ?)",
-                (created, strict_json(config), os.getpid(), socket.gethostname(), time.time()),
+                "INSERT INTO runs (created, config, status, steps_done, summary, pid, host, heartbeat, description)"
+                " VALUES (?, ?, 'running', 0, '{}', ?, ?, ?, ?)",
+                (created, strict_json(config), os.getpid(), socket.gethostname(), time.time(),
+                 strict_json(description or {})),
             )
         return cur.lastrowid
 

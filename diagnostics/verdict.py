@@ -7,7 +7,8 @@ import functools
 from dataclasses import dataclass
 
 from .config import RunConfig
-from .diagnosis import (DIAGNOSED_METRICS, EXPLODING, FROM_DATA, PROBLEM, RECURRENT_TENSORS, VANISHING, Diagnosis,
+from .description import ModelDescription, stored_description
+from .diagnosis import (DIAGNOSED_METRICS, EXPLODING, FROM_DATA, PROBLEM, VANISHING, Diagnosis,
                         Judgement, diagnose_judged, fraction_of, judge)
 from .gradflow import VANISHED, Reach, reach_of_ends
 from .lessons import known_outcomes
@@ -26,10 +27,11 @@ class Verdict:
     headline: str
 
 
-def verdict_of(summary: RunSummary, data: RunData, config: RunConfig, reach: Reach | None | object = FROM_DATA
-               ) -> Verdict:
-    """Judge the run once, diagnose it, fit the remedies to the lessons and say it in one sentence."""
-    j = judge(data, config, outcome_of(summary.status, summary.final_metric, data, task_of(config)), reach)
+def verdict_of(summary: RunSummary, data: RunData, config: RunConfig, reach: Reach | None | object = FROM_DATA,
+               model: ModelDescription | None = None) -> Verdict:
+    """Judge the run once, diagnose it, fit the remedies to the lessons and say it in one sentence; `model` is
+    the run's stored description (by default the one its config builds)."""
+    j = judge(data, config, outcome_of(summary.status, summary.final_metric, data, task_of(config)), reach, model)
     cures, failures = known_outcomes()
     found = [d if not d.remedies else Diagnosis(d.kind, d.rule, d.message, d.evidence,
                                                 fit_to_known_runs(config, d.remedies, cures, failures), d.severity)
@@ -69,7 +71,9 @@ def stored_verdict(summary: RunSummary, store: Store, run_id: int, config: RunCo
     """`verdict_of` a stored run, reading only what the rules use: a few metric rows per step, one row per
     recorded profile (its two ends, summed up inside SQLite), the profile judged and the last gates. Memory
     then grows with the run's steps by a few rows each, not with its steps × time steps × layers."""
-    data = store.load_for_diagnosis(run_id, DIAGNOSED_METRICS, RECURRENT_TENSORS)
+    info = store.get_run(run_id)
+    model = stored_description(info.description, info.config)
+    data = store.load_for_diagnosis(run_id, DIAGNOSED_METRICS, model.recurrent.weight_hh_prefix)
     dep = task_of(config).dependency()
     found = store.time_grad_ends(run_id, dep.source, dep.target)
     reach = None
@@ -79,7 +83,7 @@ def stored_verdict(summary: RunSummary, store: Store, run_id: int, config: RunCo
         reach = reach_of_ends(ends, lambda step: profile(step)[:target])
         judged = reach.step if reach is not None else int(ends.index[0])
         data.time_grads = frame([(judged, 0, t, v) for t, v in enumerate(profile(judged), 1)], TIME_GRAD_COLUMNS)
-    return verdict_of(summary, data, config, reach)
+    return verdict_of(summary, data, config, reach, model)
 
 
 def finish_diagnosis(summary: RunSummary, data: RunData | Verdict, config: RunConfig) -> None:

@@ -13,7 +13,8 @@ from diagnostics import diagnosis as dg
 from diagnostics import gradflow as gf
 from diagnostics import remedies as rm
 from diagnostics import rundata as rd
-from diagnostics.config import RunConfig
+from diagnostics.config import ConfigError, RunConfig
+from diagnostics.description import ModelDescription, RecurrentModule, describe
 from diagnostics.model import task_of
 from diagnostics.outcome import outcome_of
 from diagnostics.rundata import RunData
@@ -314,6 +315,42 @@ def test_gradual_growth_is_noted_on_a_run_that_learned_and_ignored_on_one_that_d
                          ids=["grows-1.37x-slowly", "jumps-1.4x"])
 def test_weight_growth_ignores_less_growth(values):
     assert dg.check_weight_growth(judged(put_whh(healthy(RNN), 0, values), RNN)) is None
+
+
+def renamed(rows, path):
+    """The rows as a model whose recurrent module sits at `path` records them (`encoder.rnn.weight_hh_l0`)."""
+    rows["metrics"] = [(st, n, k, t.replace("rnn.", f"{path}.", 1) if t.startswith("rnn.") else t, v)
+                       for st, n, k, t, v in rows["metrics"]]
+    return rows
+
+
+def test_the_rules_read_the_model_description_not_the_config():
+    """A watched model's recurrent matrices are named by its own module path and its facts come from its
+    description: the same rows judged with the lab's default description find nothing of them."""
+    rows = renamed(flat_loss(put_whh(healthy(RNN2), 1, growing(4.0, 1.05, 50))), "encoder.rnn")
+    data = run(rows)
+    outcome = outcome_of("completed", FORGOT, data, task_of(RNN2))
+    watched = ModelDescription(modules=(RecurrentModule("encoder.rnn", "rnn", 2, 64),), seq_len=T_of(RNN2))
+    d = dg.check_weight_growth(dg.judge(data, RNN2, outcome, model=watched))
+    assert (d.rule, d.evidence["layer"], d.evidence["start_step"], d.evidence["end_step"]) == \
+        ("weight_growth", 1, 50, 65)
+    assert dg.check_weight_growth(dg.judge(data, RNN2, outcome)) is None  # rnn.weight_hh_l1 has no rows here
+    # sigma_max 1.2 is above 1/gamma = 1 for tanh but below 4 for sigmoid: the description's activation decides.
+    sigmoid = ModelDescription(modules=(RecurrentModule("encoder.rnn", "rnn", 2, 64, activation="sigmoid"),))
+    spectral = dg.check_spectral(dg.judge(data, RNN2, outcome, model=sigmoid))
+    assert (spectral.evidence["bound"], spectral.evidence["activation"]) == (4.0, "sigmoid")
+    assert dg.check_spectral(dg.judge(data, RNN2, outcome, model=watched)) is None
+
+
+def test_a_model_description_round_trips_and_needs_a_recurrent_module():
+    lstm = RunConfig(cell="lstm", num_layers=3, hidden_size=16, clip="norm", clip_threshold=0.5, optimizer="adam")
+    described = describe(lstm)
+    assert ModelDescription.from_dict(json.loads(json.dumps(described.to_dict()))) == described
+    assert (described.recurrent.path, described.recurrent.num_layers, described.clip_threshold,
+            described.optimizer, described.recurrent.weight_hh(2, 1)) == \
+        ("rnn", 3, 0.5, "adam", "rnn.weight_hh_l2_reverse")
+    with pytest.raises(ConfigError, match="at least one recurrent module"):
+        ModelDescription.from_dict({"modules": []})
 
 
 def grad_streaks(*streaks, base=0.5):

@@ -394,3 +394,14 @@ def test_the_scrubber_shows_the_profile_and_its_fit_at_any_recorded_step(db):
     assert measured["value"].tolist() == pytest.approx(stored["value"].tolist(), rel=1e-6)
     fit = time_gradient_fit(stored["value"])
     assert any(f"gain ×{fit.gain:.2f} per step" in shown(c.value) for c in at.caption)
+
+
+def test_a_link_to_a_watched_run_says_the_lab_does_not_draw_it(db):
+    from tests.test_page_runs import watched_run
+
+    run_id = watched_run(db)
+    at = open_lab(f"run={run_id}")
+    assert not at.exception
+    assert (f"Run {run_id} cannot be opened: run {run_id} was recorded by `watch` in a training script"
+            in shown(at.error[0].value))
+    assert "No run yet" in at.info[-1].value and len(Store(db).list_runs()) == 1

@@ -147,3 +147,37 @@ def test_a_store_of_thousands_of_runs_lists_the_newest_with_their_results(tmp_pa
     assert list(table["final loss"][:2]) == [3000.0, 2999.0]
     assert table["held-out metric"].iloc[0] == pytest.approx(summary["final_metric"])
     assert f"{SHOWN_RUNS} of {SHOWN_RUNS} runs (the newest {SHOWN_RUNS} of 3000 stored)" in at.caption[0].value
+
+
+def watched_run(store_path, name="my-model"):
+    """A run recorded by `watch` in a user's own loop, into the dashboard's store."""
+    import torch
+    from torch import nn
+
+    from diagnostics import watch
+
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.rnn = nn.GRU(3, 4, bidirectional=True)
+    with watch(model, every=2, db=store_path, name=name) as w:
+        for _ in range(3):
+            out, _ = model.rnn(torch.randn(5, 2, 3))
+            loss = out.pow(2).mean()
+            loss.backward()
+            w.step(loss)
+    return w.run_id
+
+
+def test_a_watched_run_is_listed_by_its_model_and_not_offered_to_the_lab(stored):
+    store, ids = stored
+    watched = watched_run(store.path)
+    at = open_runs()
+    table = at.dataframe[0].value
+    assert list(table["id"])[0] == watched and table.iloc[0]["cell"] == "gru" and pd.isna(table.iloc[0]["task"])
+    at.multiselect[3].select(watched).run()
+    assert not at.exception
+    assert at.subheader[0].value == f"#{watched} watched my-model: rnn gru H4x1 bidirectional"
+    assert at.info[0].value.startswith(f"Run {watched} was recorded by `watch` in a training script")
+    assert not [link for link in at.get("page_link") if link.proto.page == "lab"]
+    at.multiselect[3].select(ids[0]).run()  # with a lab run: not compared as if it had settings
+    assert not at.exception and at.info[0].value.startswith(f"Watched runs (#{watched}) cannot be compared yet")

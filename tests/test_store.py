@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from diagnostics.config import RunConfig
+from diagnostics.description import ModelDescription, describe, stored_description
 from diagnostics.rundata import EVENT_COLUMNS, GATE_COLUMNS, METRIC_COLUMNS, TIME_GRAD_COLUMNS, RunData, frame
 from diagnostics import store as store_module
 from diagnostics.store import (
@@ -252,6 +254,7 @@ def test_export_rereads_equal_to_load(store, tmp_path, fmt, chunk, monkeypatch):
         "steps_done": 5,
         "summary": {"final_loss": 0.5},
         "pinned": False,
+        "description": {},
     }
 
 
@@ -333,7 +336,8 @@ def test_new_path_gets_folder_schema_and_wal(tmp_path):
     with Store(path) as s:
         assert s.path == path and s.list_runs() == []
     assert sql(path, "PRAGMA journal_mode") == [("wal",)]
-    assert dict(sql(path, "SELECT key, value FROM meta")) == {"app": "gradient-flow-lab", "schema_version": "4"}
+    assert dict(sql(path, "SELECT key, value FROM meta")) == {"app": "gradient-flow-lab",
+                                                              "schema_version": str(SCHEMA_VERSION)}
     indexes = {name for (name,) in sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"metrics_chart_blocks128", "metrics_nonfinite", "runs_config"} <= indexes  # before any run grows long
 
@@ -346,11 +350,12 @@ def test_a_version_1_store_is_upgraded_with_its_runs_kept(tmp_path):
     # What a version-1 store was: the same tables without the chart indexes and the pinned column.
     sql(path, "DROP INDEX metrics_chart_blocks128")
     sql(path, "ALTER TABLE runs DROP COLUMN pinned")
+    sql(path, "ALTER TABLE runs DROP COLUMN description")
     sql(path, "DROP INDEX metrics_nonfinite")
     sql(path, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     with Store(path) as s:
         after = s.load(run_id)
-    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == "4"
+    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == str(SCHEMA_VERSION)
     indexes = {name for (name,) in sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"metrics_chart_blocks128", "metrics_nonfinite", "runs_config"} <= indexes
     pd.testing.assert_frame_equal(after.metrics, before.metrics)
@@ -362,10 +367,11 @@ def test_a_version_2_store_is_upgraded_and_finds_its_runs_by_config(tmp_path):
         run_id, _ = write_run(s, steps=3, seed=5)
     sql(path, "DROP INDEX runs_config")  # what a version-2 store was
     sql(path, "ALTER TABLE runs DROP COLUMN pinned")
+    sql(path, "ALTER TABLE runs DROP COLUMN description")
     sql(path, "UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     with Store(path) as s:
         assert s.find_finished({"seed": 5, "lr": 0.1}) == run_id
-    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == "4"
+    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == str(SCHEMA_VERSION)
 
 
 def test_a_version_3_store_is_upgraded_once_with_its_runs_unpinned(tmp_path):
@@ -373,13 +379,34 @@ def test_a_version_3_store_is_upgraded_once_with_its_runs_unpinned(tmp_path):
     with Store(path) as s:
         run_id, _ = write_run(s, steps=3)
     sql(path, "ALTER TABLE runs DROP COLUMN pinned")  # what a version-3 store was
+    sql(path, "ALTER TABLE runs DROP COLUMN description")
     sql(path, "UPDATE meta SET value = '3' WHERE key = 'schema_version'")
-    first, second = Store(path), Store(path)  # the second sees version 4 already and changes nothing
+    first, second = Store(path), Store(path)  # the second sees the new version already and changes nothing
     assert first.get_run(run_id).pinned is False
     second.pin(run_id)
     assert first.get_run(run_id).pinned is True
-    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == "4"
+    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == str(SCHEMA_VERSION)
     first.close(), second.close()
+
+
+def test_a_version_4_store_gets_descriptions_and_its_runs_are_judged_by_their_config(tmp_path):
+    """A run stored before descriptions were kept reads `{}`, and the verdicts derive its model from its config."""
+    path = tmp_path / "runs.sqlite"
+    config = RunConfig(cell="gru", num_layers=2, hidden_size=8, seq_len=6, steps=2)
+    with Store(path) as s:
+        run_id = s.create_run(config.to_dict())
+    sql(path, "ALTER TABLE runs DROP COLUMN description")  # what a version-4 store was
+    sql(path, "UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    with Store(path) as s:
+        info = s.get_run(run_id)
+        assert info.description == {} and info.config == config.to_dict()
+        new_id = s.create_run(config.to_dict(), describe(config).to_dict())
+        assert ModelDescription.from_dict(s.get_run(new_id).description) == describe(config)
+    assert dict(sql(path, "SELECT key, value FROM meta"))["schema_version"] == str(SCHEMA_VERSION)
+    model = stored_description(info.description, info.config)
+    assert model == describe(config)
+    assert (model.recurrent.cell, model.recurrent.num_layers, model.recurrent.weight_hh(1)) == \
+        ("gru", 2, "rnn.weight_hh_l1")
 
 
 def test_pruning_deletes_the_oldest_runs_that_are_not_pinned_training_or_kept(store):

@@ -59,9 +59,11 @@ RUNS = {
     "copy-linear-explodes-to-nan": (
         RunConfig(task="copy", activation="linear", init="orthogonal", init_scale=1.2, clip="none", seq_len=20),
         ["nonfinite", "clip_spikes"], []),
+    # init_scale 3, not 2: at 2 the run is chaotic enough that weight_growth and grad_above_one come and go with
+    # the CPU's rounding (README, determinism); at 3 every MKL code path tried gives these rules.
     "tanh-adding-loss-runs-away-under-clipping": (
-        RunConfig(init="normal", init_scale=2.0, lr=1.0, task="adding", seq_len=50, steps=300),
-        ["loss_divergence", "weight_growth", "grad_above_one", "clip_spikes"], ["time_decay"]),
+        RunConfig(init="normal", init_scale=3.0, lr=1.0, task="adding", seq_len=50, steps=300),
+        ["loss_divergence", "grad_above_one", "clip_spikes"], ["time_decay"]),
     "gru-weights-grow-without-bound": (
         RunConfig(cell="gru", clip="none", lr=20.0, steps=300), ["loss_divergence", "weight_growth", "clip_spikes"],
         ["saturation"]),

@@ -50,9 +50,17 @@ def session_id() -> str:
 
 def _stored_config(run_id: int) -> dict:
     try:
-        return store().get_run(run_id).config
+        info = store().get_run(run_id)
     except StoreError:
         raise LookupError(f"no run {run_id} is stored (the Runs page lists them)") from None
+    if info.watched:
+        raise LookupError(WATCHED_NOT_DRAWN.format(run_id=run_id))
+    return info.config
+
+
+WATCHED_NOT_DRAWN = ("run {run_id} was recorded by `watch` in a training script, not trained by the Lab from "
+                     "settings: the Lab does not draw watched runs yet; the Runs page downloads it, and "
+                     "`python -m diagnostics export {run_id}` writes its tables")
 
 
 def session_link() -> Link:
