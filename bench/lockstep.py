@@ -31,6 +31,7 @@ def alternate(loop_a: Loop, loop_b: Loop) -> tuple[StepTimes, StepTimes]:
     turns = [threading.Semaphore(0), threading.Semaphore(0)]
     times = (StepTimes(), StepTimes())
     errors: list[BaseException] = []
+    finished = [False, False]  # a loop that ended (or failed) no longer takes turns: the other goes on alone
 
     def worker(i: int) -> None:
         other = turns[1 - i]
@@ -42,7 +43,8 @@ def alternate(loop_a: Loop, loop_b: Loop) -> tuple[StepTimes, StepTimes]:
             times[i].wall[step] = time.perf_counter() - started
             times[i].cpu[step] = time.thread_time() - cpu_started
             other.release()
-            turns[i].acquire()
+            if not finished[1 - i]:
+                turns[i].acquire()
             started, cpu_started = time.perf_counter(), time.thread_time()
 
         try:
@@ -50,6 +52,7 @@ def alternate(loop_a: Loop, loop_b: Loop) -> tuple[StepTimes, StepTimes]:
         except BaseException as e:  # re-raised in the caller's thread
             errors.append(e)
         finally:
+            finished[i] = True
             other.release()  # the other loop goes on alone once this one has finished
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in (0, 1)]

@@ -9,7 +9,8 @@ results from the existing JSON file (each case says when it was measured), so a 
 D1 is not a ratio: it scores the diagnosis on a labelled corpus of runs (see `bench.diagnosis`); B1 compares the
 step budget's estimates with measured steps (`bench.budget`); P8 measures a real server with 1, 10 and 30 browser
 viewers of one live run (`bench.viewers`); M1 the memory of a long stored run's verdict and export, streamed and
-loaded whole (`bench.streaming`); L1 how live a lesson looks in Chromium (`bench.liveview`).
+loaded whole (`bench.streaming`); L1 how live a lesson looks in Chromium (`bench.liveview`); P9 `watch` in a
+user's own loop beside wandb.watch and TensorBoard (`bench.peers`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from . import budget, charts, diagnosis, liveview, streaming, training, viewers, watching
+from . import budget, charts, diagnosis, liveview, peers, streaming, training, viewers, watching
 from .training import Window
 
 CELLS = ("rnn", "lstm", "gru")  # the vanilla RNN with tanh, the one with a fused kernel and most use
@@ -43,11 +44,13 @@ CASES = {  # key: (what A ÷ B compares, target ratio or MB)
     "B1": ("measured ÷ estimated seconds of a recorded step over the allowed config space", 2.0),
     "M1": ("peak memory of a stored run's verdict and export, streamed ÷ loaded whole", 0.5),
     "L1": ("a lesson link in Chromium: first chart (target 2 s), gaps between visible updates (1.5 s)", None),
+    "P9": ("watch(every=10) in a user's loop ÷ plain training, beside wandb.watch and TensorBoard histograms",
+           peers.TARGET),
 }
 WHOLE_CASE_RUNS = {"D1": diagnosis.corpus_case, "B1": budget.budget_case, "P8": viewers.viewers_case,
-                   "M1": streaming.streaming_case, "L1": liveview.live_view_case}
+                   "M1": streaming.streaming_case, "L1": liveview.live_view_case, "P9": peers.peers_case}
 WHOLE_CASES = {"D1": diagnosis.table, "B1": budget.table, "P8": viewers.table, "M1": streaming.table,
-               "L1": liveview.table}  # their tables
+               "L1": liveview.table, "P9": peers.table}  # their tables
 
 
 @dataclass(frozen=True)

@@ -17,18 +17,21 @@ TABLE_FIELDS = ("cell", "activation", "init", "init_scale", "task", "seq_len", "
 
 
 def runs_frame(runs: list[RunInfo]) -> pd.DataFrame:
-    """One row per run with its status, key config fields and results, for filtering and picking."""
+    """One row per run with its status, where it came from (the Lab, or `watch: <name>` for a user's own model),
+    key config fields and results, for filtering and picking."""
     rows = []
     for r in runs:
         summary = r.summary or {}
         fields = {f: r.config.get(f) for f in TABLE_FIELDS}
         if r.watched:  # no config: its cell is its first recurrent module's
             fields["cell"] = (r.description.get("modules") or [{}])[0].get("cell")
+        source = f"watch: {r.description.get('name') or 'unnamed'}" if r.watched else "lab"
         rows.append({"id": r.id, "created": r.created[:19].replace("T", " "), "status": r.status,
-                     "steps done": r.steps_done, **fields,
+                     "steps done": r.steps_done, "source": source, **fields,
                      "final loss": summary.get("final_loss"), "held-out metric": summary.get("final_metric"),
                      "pinned": r.pinned})
-    columns = ["id", "created", "status", "pinned", "steps done", *TABLE_FIELDS, "final loss", "held-out metric"]
+    columns = ["id", "created", "status", "pinned", "steps done", "source", *TABLE_FIELDS, "final loss",
+               "held-out metric"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -26,12 +26,17 @@ class RecurrentModule:
 
     def weight_hh(self, layer: int, direction: int = 0) -> str:
         """The recurrent matrix's parameter name, as recorded (`rnn.weight_hh_l1`, `…_l1_reverse`)."""
-        return f"{self.path}.weight_hh_l{layer}" + ("_reverse" if direction else "")
+        return f"{self.weight_hh_prefix}{layer}" + ("_reverse" if direction else "")
 
     @property
     def weight_hh_prefix(self) -> str:
-        """What every layer's recurrent matrix name starts with, for reads that select them all."""
-        return f"{self.path}.weight_hh_l"
+        """What every layer's recurrent matrix name starts with, for reads that select them all (a model that is
+        itself the recurrent module has path "" and names without a prefix)."""
+        return f"{self.path}.weight_hh_l" if self.path else "weight_hh_l"
+
+    @property
+    def label(self) -> str:
+        return self.path or "the model"
 
     @property
     def activation_of_state(self) -> str:
@@ -54,13 +59,15 @@ class Lane:
 
     @property
     def name(self) -> str:
-        return self.module.path + f" layer {self.layer}" + (" reverse" if self.direction else "")
+        return (f"{self.module.path} " if self.module.path else "") + f"layer {self.layer}" + \
+            (" reverse" if self.direction else "")
 
     @property
     def weight_hh(self) -> str:
         return self.module.weight_hh(self.layer, self.direction)
 
 
+WHOLE_MODEL_ROWS = ("loss", "penalty", "grad_norm")  # ledger tensors that name no parameter (rundata.EVENT_NONFINITE)
 _PARAMETER = re.compile(r"^(?:(?P<module>.*)\.)?(?P<parameter>(?:weight|bias)_(?:ih|hh)_l(?P<layer>\d+)"
                         r"(?P<reverse>_reverse)?)$")
 
@@ -106,9 +113,12 @@ class ModelDescription:
         if lane is not None and 0 <= lane < len(lanes):
             at = lanes[lane]
             # "hidden" / "grad:hidden": a hidden state or its gradient, not a parameter
-            parameter = None if name == "hidden" else name.removeprefix(at.module.path + ".")
+            prefix = f"{at.module.path}." if at.module.path else ""
+            parameter = None if name == "hidden" else name.removeprefix(prefix)
             return {"module": at.module.path, "parameter": parameter, "layer": at.layer,
                     "direction": "reverse" if at.direction else "forward"}
+        if tensor in WHOLE_MODEL_ROWS:  # the loss, the penalty, a norm over every gradient: no one parameter
+            return {"module": None, "parameter": None, "layer": None, "direction": None}
         module, _, parameter = name.rpartition(".")
         return {"module": module or None, "parameter": parameter, "layer": None, "direction": None}
 
@@ -118,7 +128,7 @@ class ModelDescription:
 
     def summary(self) -> str:
         """"watched my-model: encoder.rnn lstm H64x2 bidirectional": what a run list shows of a watched model."""
-        modules = ", ".join(f"{m.path} {m.cell}" + (f" {m.activation}" if m.cell == "rnn" else "")
+        modules = ", ".join(f"{m.path or 'model'} {m.cell}" + (f" {m.activation}" if m.cell == "rnn" else "")
                             + f" H{m.hidden_size}x{m.num_layers}" + (" bidirectional" if m.directions == 2 else "")
                             for m in self.modules)
         return f"watched {self.name or 'model'}: {modules}"

@@ -14,7 +14,7 @@ from . import rundata as rd
 from .cells import GATE_NAMES
 from .description import ModelDescription
 from .quantities import Quantity
-from .recorder import GATE_HIGH, GATE_LOW, SATURATION_SIGMOID, SATURATION_TANH
+from .recorder import GATE_HIGH, GATE_LOW, SATURATION_SIGMOID, SATURATION_TANH, _share
 from .schedules import Schedule
 from .twin import Lane
 
@@ -86,9 +86,16 @@ class LaneGateStats(Quantity):
             names = GATE_NAMES[self.cells[k]]
             if lane is None or not names or not lane.gates.get(names[0]):
                 continue
-            for j, name in enumerate(names):
+            if lane.lengths is None:  # every row takes every step: all gates in one (G, T, B·H) tensor, few ops
+                S = len(lane.gates[names[0]])
+                g = torch.stack([v for name in names for v in lane.gates[name]]).view(len(names), S, -1)
+                stats = torch.stack([g.mean(2), _share(g < GATE_LOW, dim=2), _share(g > GATE_HIGH, dim=2)])
+                for j, name in enumerate(names):
+                    out[f"{k}:{name}"] = stats[:, j]
+                continue
+            for name in names:
                 g, taken = aligned(torch.stack(lane.gates[name]), lane)
-                count = g.shape[1] * g.shape[2] if taken is None else taken.sum(1) * g.shape[2]
+                count = taken.sum(1) * g.shape[2]
                 out[f"{k}:{name}"] = torch.stack([g.sum((1, 2)) / count, _share_per_step(g < GATE_LOW, taken),
                                                   _share_per_step(g > GATE_HIGH, taken)])
         return out

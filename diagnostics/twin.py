@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence
 
 from .cells import GATE_BLOCKS, GATE_NAMES, gru_step, lstm_step, rnn_step
@@ -54,6 +55,9 @@ def refusal(path: str, module: nn.Module) -> str | None:
     if cell == "lstm" and module.proj_size:
         return (f"{path or 'the model'} is an nn.LSTM with proj_size={module.proj_size}; LSTMs with projections "
                 "are not supported (watch supports nn.RNN, nn.GRU and nn.LSTM without proj_size)")
+    if parametrize.is_parametrized(module):
+        return (f"{path or 'the model'} has parametrized weights ({', '.join(module.parametrizations)}); watch "
+                "records the parameters a module holds, so it does not support parametrizations")
     if module.mode not in ("RNN_TANH", "RNN_RELU", "LSTM", "GRU"):
         return f"{path or 'the model'} runs the recurrence {module.mode!r}, which watch does not know"
     return None
@@ -79,9 +83,10 @@ def twin_forward(module: nn.Module, input, hx=None, keep_gates: bool = True):
         data, batch_sizes, sorted_indices, unsorted_indices = input
         sizes = batch_sizes.tolist()
         B = sizes[0]
-        steps = torch.arange(B).unsqueeze(0)
-        active = steps < batch_sizes.unsqueeze(1)  # (T, B): row b (in sorted order) is still in its sequence
+        rows = torch.arange(B).unsqueeze(0)
+        active = rows < batch_sizes.unsqueeze(1)  # (T, B): row b (in sorted order) is still in its sequence
         lengths = active.sum(0)
+        active = active.to(data.device)
         reference = data
     else:
         x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if module.batch_first else input)
@@ -134,6 +139,9 @@ def _initial_states(module, cell, hx, B, H, reference, unbatched, sorted_indices
     h0, c0 = hx if cell == "lstm" else (hx, None)
     if unbatched:
         h0, c0 = h0.unsqueeze(1), (c0.unsqueeze(1) if c0 is not None else None)
+    for given in (h0, c0):
+        if given is not None and tuple(given.shape) != (count, B, H):  # as the fused module refuses it
+            raise RuntimeError(f"Expected hidden size {(count, B, H)}, got {list(given.shape)}")
     if sorted_indices is not None:
         h0 = h0.index_select(1, sorted_indices)
         c0 = c0.index_select(1, sorted_indices) if c0 is not None else None

@@ -37,6 +37,9 @@ from .summary import RunSummary
 from .twin import activation_of, cell_of, refusal, twin_forward
 
 
+WATCHED = "_gradient_flow_lab_watch"  # marks the instance forward a watch installed
+
+
 class WatchError(ValueError):
     """A model or a call that `watch` cannot record, with what was wrong and what is allowed."""
 
@@ -66,6 +69,8 @@ class Watch:
             raise WatchError(f"name must be a string, got {type(name).__name__}")
         self.recurrent = [(path, m) for path, m in model.named_modules() if cell_of(m) is not None]
         refused = [reason for path, m in self.recurrent if (reason := refusal(path, m))]
+        refused += [f"{path or 'the model'} is watched already by another watch(); one watch per model at a time"
+                    for path, m in self.recurrent if getattr(m.__dict__.get("forward"), WATCHED, False)]
         if refused:
             raise WatchError("; ".join(refused))
         self.model, self.every, self.db, self.name = model, every, db, name
@@ -118,6 +123,7 @@ class Watch:
                     self._writer.close(s.status, s.to_dict())
         finally:
             self._uninstall()
+            self._lanes = {}  # a forward after the last step(loss) must not keep its graph alive
             if self._store is not None:
                 self._store.close()
         return False
@@ -214,9 +220,11 @@ class Watch:
             result, lanes = twin_forward(module, input, hx)
             for lane in lanes:
                 for h in lane.hiddens:
-                    h.retain_grad()
+                    if h.requires_grad:  # not in a frozen module fed by inputs that need no gradient
+                        h.retain_grad()
             watch._lanes[path] = lanes  # a module called twice in one step: its last call is recorded
             return result
+        setattr(forward, WATCHED, True)
         return forward
 
 

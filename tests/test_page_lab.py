@@ -402,6 +402,6 @@ def test_a_link_to_a_watched_run_says_the_lab_does_not_draw_it(db):
     run_id = watched_run(db)
     at = open_lab(f"run={run_id}")
     assert not at.exception
-    assert (f"Run {run_id} cannot be opened: run {run_id} was recorded by `watch` in a training script"
+    assert (f"Run {run_id} cannot be opened: run {run_id} was recorded by watch() in a training script"
             in shown(at.error[0].value))
     assert "No run yet" in at.info[-1].value and len(Store(db).list_runs()) == 1

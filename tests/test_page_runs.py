@@ -174,6 +174,7 @@ def test_a_watched_run_is_listed_by_its_model_and_not_offered_to_the_lab(stored)
     at = open_runs()
     table = at.dataframe[0].value
     assert list(table["id"])[0] == watched and table.iloc[0]["cell"] == "gru" and pd.isna(table.iloc[0]["task"])
+    assert list(table["source"]) == ["watch: my-model", "lab", "lab", "lab"]
     at.multiselect[3].select(watched).run()
     assert not at.exception
     assert at.subheader[0].value == f"#{watched} watched my-model: rnn gru H4x1 bidirectional"

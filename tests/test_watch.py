@@ -257,3 +257,90 @@ def test_what_watch_cannot_record_is_refused_with_the_reason():
     w = Watch(fresh())
     with pytest.raises(WatchError, match="inside the `with watch"):
         w.step(torch.tensor(1.0))
+
+
+def test_a_packed_batch_of_equal_lengths_records_what_the_plain_batch_records():
+    """The packed path (rows aligned to their own steps, masked shares) and the plain one (all gates in one
+    tensor) give the same numbers when every row takes every step."""
+    x = torch.randn(T, B, EMB, generator=torch.Generator().manual_seed(4))
+    recorded = []
+    for packed in (False, True):
+        torch.manual_seed(0)
+        model = nn.Module()
+        model.rnn = nn.LSTM(EMB, H, bidirectional=True)
+        with watch(model, every=1) as w:
+            inputs = pack_padded_sequence(x, torch.full((B,), T)) if packed else x
+            out, (h_n, _) = model.rnn(inputs)
+            loss = (out.data if packed else out).pow(2).mean() + h_n.pow(2).sum()
+            loss.backward()
+            w.step(loss)
+        recorded.append(w.data())
+    plain, packed = recorded
+    for table in ("time_grads", "gates"):
+        a, b = getattr(plain, table), getattr(packed, table)
+        key = [c for c in a.columns if c not in ("value", "mean", "frac_low", "frac_high")]
+        a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+        assert a[key].equals(b[key]) and len(a) > 0
+        for column in set(a.columns) - set(key):
+            assert a[column].to_numpy() == pytest.approx(b[column].to_numpy(), rel=1e-5, abs=1e-7), column
+    saturation = [d.metrics[d.metrics["name"] == rd.HIDDEN_SATURATION]["value"].to_list() for d in recorded]
+    assert saturation[0] == pytest.approx(saturation[1], abs=1e-7)
+
+
+def test_a_frozen_module_fed_without_gradients_records_zeros_and_does_not_break_the_loop():
+    model = fresh(nn.GRU)
+    model.embed.requires_grad_(False)
+    model.encoder.rnn.requires_grad_(False)
+    with watch(model, every=1) as w:
+        train(model, 2, w)
+    tg = w.data().time_grads
+    assert len(tg) == 2 * T and (tg["value"] == 0.0).all()  # no gradient reaches a frozen module's states
+
+
+def test_one_watch_per_model_and_what_cannot_be_recorded_faithfully_is_refused():
+    model = fresh(nn.LSTM)
+    with watch(model):
+        with pytest.raises(WatchError, match="encoder.rnn is watched already by another watch()"):
+            watch(model)
+    with watch(model, every=1) as w:  # free again once the first has ended
+        train(model, 1, w)
+    assert len(w.data().time_grads) == T
+    from torch.nn.utils import parametrize
+
+    class Doubled(nn.Module):
+        def forward(self, W):
+            return 2 * W
+
+    parametrize.register_parametrization(model.encoder.rnn, "weight_hh_l0", Doubled())
+    with pytest.raises(WatchError, match=r"encoder.rnn has parametrized weights \(weight_hh_l0\)"):
+        watch(model)
+
+
+def test_a_bare_recurrent_module_is_named_without_a_prefix_and_the_loss_is_no_parameter():
+    torch.manual_seed(0)
+    gru = nn.GRU(EMB, H)
+    x = torch.randn(T, B, EMB, generator=torch.Generator().manual_seed(5))
+    with watch(gru, every=3) as w:
+        for step in range(1, 3):
+            bad = x.clone()
+            if step == 2:
+                bad[4, 0, 0] = math.nan  # a NaN in the data, on an unrecorded step
+            out, _ = gru(bad)
+            loss = out.pow(2).mean()
+            loss.backward()
+            w.step(loss)
+    metrics = w.data().metrics
+    assert set(metrics[metrics["name"] == rd.SIGMA_MAX]["tensor"]) == {"weight_hh_l0"}
+    assert "weight_hh_l0" in set(metrics[metrics["name"] == rd.GRAD_NORM]["tensor"])
+    assert [lane.name for lane in w.description.lanes()] == ["layer 0"]
+    assert w.summary.first_nonfinite == {"step": 2, "tensor": "loss", "layer": None, "time_step": None,
+                                         "module": None, "parameter": None, "direction": None, "lane": None}
+
+
+def test_a_wrong_initial_state_is_refused_as_the_module_refuses_it():
+    gru = nn.GRU(EMB, H)
+    x = torch.randn(T, B, EMB)
+    with pytest.raises(RuntimeError, match=r"Expected hidden size \(1, 5, 8\), got \[1, 1, 8\]"):
+        gru(x, torch.zeros(1, 1, H))
+    with watch(gru, every=1), pytest.raises(RuntimeError, match=r"Expected hidden size \(1, 5, 8\), got \[1, 1, 8\]"):
+        gru(x, torch.zeros(1, 1, H))

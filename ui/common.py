@@ -58,9 +58,10 @@ def _stored_config(run_id: int) -> dict:
     return info.config
 
 
-WATCHED_NOT_DRAWN = ("run {run_id} was recorded by `watch` in a training script, not trained by the Lab from "
+# Shown through `literal` (it joins a message that quotes the link), so it carries no markdown of its own.
+WATCHED_NOT_DRAWN = ("run {run_id} was recorded by watch() in a training script, not trained by the Lab from "
                      "settings: the Lab does not draw watched runs yet; the Runs page downloads it, and "
-                     "`python -m diagnostics export {run_id}` writes its tables")
+                     "python -m diagnostics export {run_id} writes its tables")
 
 
 def session_link() -> Link:
