@@ -10,7 +10,7 @@ from diagnostics.config import ConfigError, RunConfig, sentence
 from diagnostics.limits import client_address
 from diagnostics.live import LiveRun, QueueFull
 from ui.common import (config_controls, follow_new_link, run_manager, session_config, session_id, session_link,
-                       set_session_config, share_link, store, sync_url)
+                       set_session_config, share_link, store, sync_url, watched_run_label)
 from ui.lab_view import render_run
 from ui.text import literal
 
@@ -95,8 +95,12 @@ def rejoin(run: LiveRun) -> None:
         st.session_state.lab_busy = "That run has ended meanwhile; its stored result is on the Runs page."
 
 
-def toggle_pause(run: LiveRun) -> None:
-    (manager.resume if run.paused else manager.pause)(run, session_id())
+def pause(run: LiveRun) -> None:
+    manager.pause(run, session_id())
+
+
+def resume(run: LiveRun) -> None:
+    manager.resume(run, session_id())
 
 
 def step(run: LiveRun) -> None:
@@ -132,7 +136,9 @@ stop_col.button("Stop", disabled=not running, on_click=stop, args=(live,),
                 help="End the run after its current step (a run others are watching keeps training for them)")
 paused = running and live.paused
 not_yours = "" if controls or not running else " (only the visitor who started this run can)"
-pause_col.button("Resume" if paused else "Pause", disabled=not controls, on_click=toggle_pause, args=(live,),
+# The action is the one the visitor saw on the button: a click on a "Pause" drawn before the run held never resumes.
+pause_col.button("Resume" if paused else "Pause", disabled=not controls, on_click=resume if paused else pause,
+                 args=(live,),
                  help=("Go on training" if paused else "Hold the run after its current step; everyone watching "
                        "it sees it hold") + not_yours)
 step_col.button("Step", disabled=not (controls and paused), on_click=step, args=(live,),
@@ -168,6 +174,10 @@ if reused and (live is not None or session_link().run_id is not None):
 if live is not None:
     render_run(live=live, manager=manager, store=store(), on_remedy=start)
 elif session_link().run_id is not None:
+    if watched_label := watched_run_label(session_link().run_id):
+        notices.info(f"{literal(watched_label)}: recorded by `watch` in a training script, not trained here. The "
+                     "charts are its own; the controls hold the settings of a new Lab experiment, which this run "
+                     "did not use.")
     render_run(run_id=session_link().run_id, manager=manager, store=store(), on_remedy=start)
 elif left_run is None:
     st.info("No run yet: press **Train**, or open a lesson from the Home page.")

@@ -73,8 +73,9 @@ if len(picked) == 1:
     run = picked[0]
     st.subheader(run_label(run))
     if run.watched:
-        st.info(f"Run {run.id} was recorded by `watch` in a training script: the Lab does not draw watched runs "
-                f"yet. Download it below, or write its tables with `python -m diagnostics export {run.id}`.")
+        st.page_link("app_pages/lab.py", icon=":material/science:", query_params={"run": str(run.id)},
+                     label=f"Open run {run.id} in the Lab: its charts" + (", live while its script trains it"
+                                                                          if run.status == "running" else ""))
     else:
         st.page_link("app_pages/lab.py", label=f"Open run {run.id} in the Lab: its charts, diagnosis and settings",
                      icon=":material/science:", query_params={"run": str(run.id)})

@@ -30,7 +30,7 @@ from .memory import rss_mb
 ROOT = Path(__file__).resolve().parents[1]
 # Small hidden and batch sizes: what a recorded step stores grows with T × gates, not with them.
 CONFIG = RunConfig(cell="lstm", hidden_size=16, batch_size=16, seq_len=198, steps=3000, record_every=1)
-QUICK_CONFIG = CONFIG.replace(steps=100)
+QUICK_CONFIG = CONFIG.replace(steps=30)
 SIDES = ("verdict-streamed", "verdict-whole", "export-streamed", "export-whole")
 
 

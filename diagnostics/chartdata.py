@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from . import rundata as rd
+from .chartfacts import ChartFacts, lab_facts, smoothing_steps, watched_facts
 from .config import RunConfig
+from .description import ModelDescription
 from .diagnosis import MEMORY_GATES, SIGMOID_GATES
 from .gradflow import TimeGradientFit, time_gradient_fit
-from .model import task_of
 from .rundata import RunData
 from .store import (CHART_BLOCK, CHART_METRICS, CHART_RECORDED_STEPS, CHART_TENSORS, CHART_TIME_BUCKETS,
                     CHART_WHOLE_STEPS, Store)
@@ -33,7 +34,6 @@ GRAD_PRE_CLIP, GRAD_POST_CLIP = "global, pre-clip", "global, post-clip"
 WEIGHT_QUANTITIES = {rd.WEIGHT_NORM: "‖W‖ (L2 norm)", rd.WEIGHT_MAX_ABS: "max |w|"}
 
 SMOOTHED = "metric_smoothed"  # the chart rows' name for the smoothed training-batch metric (never stored)
-SMOOTHING_SHARE = 25  # the smoothing window is this share of the run's steps: 32 of 800, 4 000 of 100 000
 _SERIES_COLUMNS = ["step", "series", "value"]
 _CELL_COLUMNS = ["layer", "step", "step_end", "t_from", "t_to", "value", "log10", "kind"]
 
@@ -42,7 +42,8 @@ _CELL_COLUMNS = ["layer", "step", "step_end", "t_from", "t_to", "value", "log10"
 class LabChartData:
     """Everything the lab's charts draw for one run; series frames have columns step, series, value."""
 
-    config: RunConfig
+    config: RunConfig | None  # None: a watched run, recorded in a user's own loop
+    facts: ChartFacts
     loss: pd.DataFrame  # step, value
     metric: pd.DataFrame  # step, value (accuracy or MSE, per the task, on each step's training batch)
     metric_smoothed: pd.DataFrame  # step, value: `metric`'s trailing mean over `smoothing_steps` steps
@@ -52,7 +53,7 @@ class LabChartData:
     weights: pd.DataFrame  # step, series, quantity (WEIGHT_QUANTITIES), value
     update_ratios: pd.DataFrame  # ‖Δw‖/‖w‖ per layer and the readout
     sigma_max: pd.DataFrame  # σ_max(W_hh) per layer
-    saturation: pd.DataFrame  # hidden-unit and sigmoid-gate saturation shares per layer
+    saturation: pd.DataFrame  # hidden-unit and sigmoid-gate saturation shares per lane; also lane, part columns
     time_grad_cells: pd.DataFrame  # heatmap cells: _CELL_COLUMNS, kind is FINITE, UNDERFLOW or NONFINITE
     time_profile: pd.DataFrame  # layer, t, value: ‖∂L/∂h_t‖ at profile_step
     time_fit_line: pd.DataFrame  # t, value: the fitted gain^(T−t) line through layer 0's profile
@@ -70,7 +71,7 @@ def at_step(data: LabChartData, rows: pd.DataFrame, step: int) -> LabChartData:
     of that step, as `Store.time_grads_at` gives them): what the profile chart shows when a viewer scrubs to a
     step. A profile that is not all finite gets no fit."""
     profile = rows[["layer", "t", "value"]].sort_values(["layer", "t"]).reset_index(drop=True)
-    fit = _fit_of(profile)
+    fit = None if data.facts.watched else _fit_of(profile)
     return dataclasses.replace(data, time_profile=profile, time_fit_line=_fit_line(profile, fit), profile_step=step,
                                time_fit=fit, scrubbed=True)
 
@@ -139,12 +140,6 @@ def _is_chart_row(metrics: pd.DataFrame) -> pd.Series:
     return (metrics["name"].isin(CHART_METRICS) & wanted) | (metrics["name"] == rd.HELDOUT_METRIC)
 
 
-def smoothing_steps(config: RunConfig) -> int:
-    """The window of the smoothed training-batch metric: fixed by the config, so a live chart's legend (which
-    names it) does not change while the run grows."""
-    return max(1, config.steps // SMOOTHING_SHARE)
-
-
 def smoothed_metric(metrics: pd.DataFrame, window: int) -> pd.DataFrame:
     """The training-batch metric's mean over the last `window` steps (NaN/±Inf left out), at every step of
     `metrics` (a run's rows, every step present): step, value."""
@@ -191,14 +186,18 @@ def smoothed_blocks(blocks: pd.DataFrame, window: int) -> pd.DataFrame:
 def lab_chart_data(store: Store, run_id: int, max_points: int = MAX_POINTS) -> LabChartData:
     """A stored run's chart data; 100 000 steps cost about twice what 1 000 do (see `Store.load_for_charts`)."""
     info = store.get_run(run_id)
-    config = RunConfig.from_dict(info.config)
     data = store.load_for_charts(run_id)
+    if info.watched:  # no config: its facts come from its description and rows; it has no metric to smooth
+        longest = int(data.time_grads["t"].max()) if len(data.time_grads) else 0
+        facts = watched_facts(ModelDescription.from_dict(info.description), longest)
+        return _chart_data(data, None, facts, max_points, pd.DataFrame(columns=["step", "value"]))
+    config = RunConfig.from_dict(info.config)
     window = smoothing_steps(config)
     if info.steps_done > CHART_WHOLE_STEPS:  # its chart rows are block extremes: smooth the block means instead
         smoothed = smoothed_blocks(_metric_block_means(store, info), window)
     else:
         smoothed = smoothed_metric(data.metrics, window)
-    return _chart_data(data, config, max_points, smoothed)
+    return _chart_data(data, config, lab_facts(config), max_points, smoothed)
 
 
 def lab_chart_data_from_memory(run_data: RunData, config: RunConfig, max_points: int = MAX_POINTS) -> LabChartData:
@@ -209,33 +208,35 @@ def lab_chart_data_from_memory(run_data: RunData, config: RunConfig, max_points:
     reduced = RunData(metrics=run_data.metrics[_is_chart_row(run_data.metrics)],
                       time_grads=tg[tg["step"].isin(tg_steps)],
                       gates=gates[gates["step"].isin(thin_steps(gates["step"]))], events=run_data.events)
-    return _chart_data(reduced, config, max_points, smoothed_metric(run_data.metrics, smoothing_steps(config)))
+    facts = lab_facts(config)
+    return _chart_data(reduced, config, facts, max_points, smoothed_metric(run_data.metrics, facts.smoothing_steps))
 
 
-def _chart_data(data: RunData, config: RunConfig, max_points: int, smoothed: pd.DataFrame) -> LabChartData:
+def _chart_data(data: RunData, config: RunConfig | None, facts: ChartFacts, max_points: int,
+                smoothed: pd.DataFrame) -> LabChartData:
     """Split a reduced run into the tables each chart draws (`smoothed`: the smoothed training-batch metric)."""
-    T = task_of(config).total_steps()
+    lanes = facts.lanes
     events = data.events[data.events["kind"] == rd.EVENT_NONFINITE].reset_index(drop=True)
     smoothed_rows = smoothed.assign(name=SMOOTHED, layer=pd.NA, tensor="")[rd.METRIC_COLUMNS]
     metrics = pd.concat([data.metrics, smoothed_rows], ignore_index=True) if len(smoothed) else data.metrics
     m = downsample(metrics, max_points, keep_steps=events["step"].unique())
     step = profile_step(data.time_grads)
     profile = _time_profile(data.time_grads, step)
-    fit = _fit_of(profile)
+    fit = None if facts.watched else _fit_of(profile)  # a watched loss may read a lane anywhere: no gain^(T−t)
     return LabChartData(
         config=config,
+        facts=facts,
         loss=_plain(m, rd.LOSS),
         metric=_plain(m, rd.METRIC),
         metric_smoothed=_plain(m, SMOOTHED),
         heldout=_plain(m, rd.HELDOUT_METRIC),
-        smoothing_steps=smoothing_steps(config),
-        grad_norms=_grad_norms(m, config),
-        weights=_weights(m),
-        update_ratios=_by_layer(m, rd.UPDATE_RATIO),
-        sigma_max=_by_layer(m, rd.SIGMA_MAX),
-        saturation=pd.concat([_hidden_saturation(m), _gate_saturation(data.gates, config.cell, T)],
-                             ignore_index=True),
-        time_grad_cells=time_grad_cells(data.time_grads, T),
+        smoothing_steps=facts.smoothing_steps,
+        grad_norms=_grad_norms(m, facts),
+        weights=_weights(m, lanes),
+        update_ratios=_by_layer(m, rd.UPDATE_RATIO, lanes),
+        sigma_max=_by_layer(m, rd.SIGMA_MAX, lanes),
+        saturation=pd.concat([_hidden_saturation(m, lanes), _gate_saturation(data.gates, facts)], ignore_index=True),
+        time_grad_cells=time_grad_cells(data.time_grads, facts.T),
         time_profile=profile,
         time_fit_line=_fit_line(profile, fit),
         profile_step=step,
@@ -254,56 +255,70 @@ def _plain(m: pd.DataFrame, name: str) -> pd.DataFrame:
     return _rows(m, name)[["step", "value"]].reset_index(drop=True)
 
 
-def _layer_label(rows: pd.DataFrame) -> pd.Series:
-    """Legend names: "layer 0", "layer 1", …, and "readout" for the readout weight."""
-    layer = rows["layer"].astype("string").fillna("")
-    return ("layer " + layer).where(rows["tensor"] != READOUT, "readout")
+def _lane_label(rows: pd.DataFrame, lanes: tuple[str, ...]) -> pd.Series:
+    """Legend names: the lane's ("layer 0", or "encoder.lstm layer 1 reverse" in a watched model), and
+    "readout" for the lab's readout weight."""
+    names = rows["layer"].map(dict(enumerate(lanes))).astype(object)
+    unknown = "layer " + rows["layer"].astype("string").fillna("")
+    return names.where(names.notna(), unknown).where(rows["tensor"] != READOUT, "readout")
 
 
-def _by_layer(m: pd.DataFrame, name: str) -> pd.DataFrame:
-    """A per-layer metric (and the readout's, where recorded) as step, series, value."""
+def _by_layer(m: pd.DataFrame, name: str, lanes: tuple[str, ...]) -> pd.DataFrame:
+    """A per-lane metric (and the readout's, where recorded) as step, series, value."""
     rows = _rows(m, name)
-    return pd.DataFrame({"step": rows["step"], "series": _layer_label(rows), "value": rows["value"]},
+    return pd.DataFrame({"step": rows["step"], "series": _lane_label(rows, lanes), "value": rows["value"]},
                         columns=_SERIES_COLUMNS).reset_index(drop=True)
 
 
-def _grad_norms(m: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
-    """Gradient norms per layer and of the readout, with the global norm (after clipping too when it clips)."""
-    parts = [_by_layer(m, rd.GRAD_NORM), _plain(m, rd.GRAD_NORM_PRE_CLIP).assign(series=GRAD_PRE_CLIP)]
-    if config.clip != "none":  # without clipping the post-clip norm is the pre-clip one
+def _grad_norms(m: pd.DataFrame, facts: ChartFacts) -> pd.DataFrame:
+    """Gradient norms per lane and of the readout, with the global norm (after clipping too when it clips)."""
+    parts = [_by_layer(m, rd.GRAD_NORM, facts.lanes), _plain(m, rd.GRAD_NORM_PRE_CLIP).assign(series=GRAD_PRE_CLIP)]
+    if facts.clip not in (None, "none"):  # without clipping the post-clip norm is the pre-clip one
         parts.append(_plain(m, rd.GRAD_NORM_POST_CLIP).assign(series=GRAD_POST_CLIP))
     return pd.concat(parts, ignore_index=True)[_SERIES_COLUMNS]
 
 
-def _weights(m: pd.DataFrame) -> pd.DataFrame:
-    """Weight norm and largest |w| per layer and of the readout, one quantity column."""
-    parts = [_by_layer(m, name).assign(quantity=label) for name, label in WEIGHT_QUANTITIES.items()]
+def _weights(m: pd.DataFrame, lanes: tuple[str, ...]) -> pd.DataFrame:
+    """Weight norm and largest |w| per lane and of the readout, one quantity column."""
+    parts = [_by_layer(m, name, lanes).assign(quantity=label) for name, label in WEIGHT_QUANTITIES.items()]
     return pd.concat(parts, ignore_index=True)[["step", "series", "quantity", "value"]]
 
 
-def _hidden_saturation(m: pd.DataFrame) -> pd.DataFrame:
-    """Share of each layer's hidden units where the activation is flat, named apart from the gates."""
-    rows = _by_layer(m, rd.HIDDEN_SATURATION)
-    return rows.assign(series=rows["series"] + " hidden units")
+HIDDEN_UNITS = "hidden units"
+_SATURATION_COLUMNS = [*_SERIES_COLUMNS, "lane", "part"]
 
 
-def _gate_saturation(gates: pd.DataFrame, cell: str, T: int) -> pd.DataFrame:
+def _hidden_saturation(m: pd.DataFrame, lanes: tuple[str, ...]) -> pd.DataFrame:
+    """Share of each lane's hidden units where the activation is flat, named apart from the gates."""
+    rows = _by_layer(m, rd.HIDDEN_SATURATION, lanes)
+    return rows.assign(series=rows["series"] + " " + HIDDEN_UNITS, lane=rows["series"], part=HIDDEN_UNITS)
+
+
+def _gate_saturation(gates: pd.DataFrame, facts: ChartFacts) -> pd.DataFrame:
     """Share of each sigmoid gate's entries stuck where it passes no gradient, counted as the diagnosis counts."""
     # Near 0 or 1, but near 0 only for the memory gate (near 1 is the memory working). Each row stands for the
     # time steps up to the next row's t, so the store's t-bucketed rows weigh as much as the steps they summarise.
-    g = gates[gates["gate"].isin(SIGMOID_GATES[cell])].sort_values(["step", "layer", "gate", "t"])
+    # A watched model's lanes may differ in cell: each row is judged by its own lane's.
+    sigmoid = np.zeros(len(gates), dtype=bool)
+    for lane, cell in enumerate(facts.cells):
+        sigmoid |= ((gates["layer"] == lane) & gates["gate"].isin(SIGMOID_GATES[cell])).to_numpy(dtype=bool)
+    g = gates[sigmoid]
+    g = g.assign(cell=g["layer"].map(dict(enumerate(facts.cells)))).sort_values(["step", "layer", "gate", "t"])
     if g.empty:
-        return pd.DataFrame(columns=_SERIES_COLUMNS)
+        return pd.DataFrame(columns=_SATURATION_COLUMNS)
     keys = [g["step"], g["layer"], g["gate"]]
-    weight = g.groupby(keys)["t"].shift(-1).fillna(T + 1) - g["t"]
-    memory = g["gate"] == MEMORY_GATES.get(cell)
+    weight = g.groupby(keys)["t"].shift(-1).fillna(facts.T + 1) - g["t"]
+    memory = g["gate"] == g["cell"].map(MEMORY_GATES)
     share = g["frac_low"] + g["frac_high"].where(~memory, 0.0)
     counted = weight.where(np.isfinite(share.to_numpy(dtype=float)), 0.0)
     per_step = (share.fillna(0.0) * counted).groupby(keys).sum() / counted.groupby(keys).sum()
     out = per_step.rename("value").reset_index()
-    near = np.where(out["gate"] == MEMORY_GATES.get(cell), "< 0.1", "< 0.1 or > 0.9")
-    out["series"] = "layer " + out["layer"].astype(str) + " " + out["gate"] + " gate (" + near + ")"
-    return out[_SERIES_COLUMNS]
+    out_cell = out["layer"].map(dict(enumerate(facts.cells)))
+    near = np.where(out["gate"] == out_cell.map(MEMORY_GATES), "< 0.1", "< 0.1 or > 0.9")
+    out["lane"] = _lane_label(out.assign(tensor=""), facts.lanes)
+    out["part"] = out["gate"] + " gate (" + near + ")"
+    out["series"] = out["lane"] + " " + out["part"]
+    return out[_SATURATION_COLUMNS]
 
 
 # --- gradient through time ------------------------------------------------------------------------------

@@ -13,16 +13,18 @@ needs `alt.data_transformers.disable_max_rows()` before `to_dict()` or `save()`.
 
 from __future__ import annotations
 
+import json
+
 import altair as alt
 import numpy as np
 import pandas as pd
 
 from .chartdata import FINITE, NONFINITE, UNDERFLOW, LabChartData
-from .diagnosis import GRAD_LIMIT, SATURATION_LIMIT
-from .gradflow import vanishing_bound
-from .heldout import EVAL_BATCH, heldout_every
-from .model import task_of
+from .diagnosis import GRAD_LIMIT, SATURATION_LIMIT, share_text
+from .gradflow import VANISHED, vanishing_bound
+from .heldout import EVAL_BATCH
 from .palette import NONFINITE_RED, series_scale
+from .watched_verdict import lane_reach
 
 STEP = "training step"
 EVENT_RED = NONFINITE_RED
@@ -172,7 +174,10 @@ def _series_chart(title: str, df: pd.DataFrame, y_title: str, events: pd.DataFra
 # --- training curves ------------------------------------------------------------------------------------
 def loss_chart(data: LabChartData) -> alt.LayerChart:
     """The loss against a memoryless model's: staying on that line means no gradient crossed the distance."""
-    task = task_of(data.config)
+    task = data.facts.task
+    if task is None:  # a watched model: the loss its script passed to w.step, against no known baseline
+        return _series_chart("Training loss", data.loss.assign(series="loss"), "loss (as passed to w.step, log scale)",
+                             data.events, notes=["your script's loss; watch() knows no memoryless baseline for it"])
     label = (f"memoryless baseline, {task.baseline_label}: loss {task.baseline_loss:.3g} (a model that ignores "
              "the long-range dependency)")
     return _series_chart("Training loss", data.loss.assign(series="loss"), f"loss ({task.loss_name}, log scale)",
@@ -190,20 +195,20 @@ def smoothed_label(steps: int) -> str:
 def metric_chart(data: LabChartData) -> alt.LayerChart:
     """Accuracy (linear, 0–100 %) or MSE (log scale) on each step's training batch, its trailing mean (a checkbox
     under the chart hides it) and on the fixed held-out batch, against the memoryless baseline."""
-    task = task_of(data.config)
+    task = data.facts.task
     log = not task.higher_is_better  # accuracy is a share; an MSE spans decades
     y_title = f"{task.metric_name} (log scale)" if log else f"{task.metric_name} (share correct, 0–100 %)"
     smoothed = smoothed_label(data.smoothing_steps)
     series = pd.concat([data.metric.assign(series=TRAINING_BATCH), data.metric_smoothed.assign(series=smoothed),
                         data.heldout.assign(series=HELDOUT_BATCH)], ignore_index=True)
-    every = heldout_every(data.config)
+    every = data.facts.heldout_every
     schedule = f"every {every} steps" if every else "after the last step"
     smooth = alt.param(name=SMOOTH_PARAM, value=True, bind=alt.binding_checkbox(
         name=f"Smooth the training-batch {task.metric_name} (mean of the last {data.smoothing_steps} steps) "))
     chart = _series_chart(
         f"{task.metric_name[:1].upper()}{task.metric_name[1:]}, training and held-out", series, y_title, data.events,
         rules=[(task.baseline, f"memoryless baseline: {task.baseline_label}")], log=log,
-        notes=[f"training batch: the {data.config.batch_size} sequences of each step; held-out batch: "
+        notes=[f"training batch: the {data.facts.batch_size} sequences of each step; held-out batch: "
                f"{EVAL_BATCH} fixed sequences no step trains on, measured {schedule}"],
         hide=f"{SMOOTH_PARAM} || datum.series !== '{smoothed}'")
     return chart.add_params(smooth)
@@ -211,38 +216,51 @@ def metric_chart(data: LabChartData) -> alt.LayerChart:
 
 # --- gradients and weights ------------------------------------------------------------------------------
 def grad_norm_chart(data: LabChartData) -> alt.LayerChart:
-    """Gradient norms per layer, of the readout and globally, against the exploding line and the clip line."""
-    config = data.config
+    """Gradient norms per lane, of the readout and globally, against the exploding line and the clip line."""
+    facts = data.facts
     rules = [(GRAD_LIMIT, GRAD_LIMIT_LABEL)]
     notes = ["pre-clip norms per layer and of the readout weight"]
-    if config.clip == "norm":
-        rules.append((config.clip_threshold, f"clip threshold {config.clip_threshold:g} (global norm)", "clip"))
-    elif config.clip == "value":
-        notes.append(f"clipping by value at |g| ≤ {config.clip_threshold:g} per entry (no norm line to draw)")
+    if facts.watched:  # its scale is the user's loss's; its verdict reads no threshold of it
+        rules = []
+        notes = ["per layer and direction of each recurrent module (all its parameters); global: every parameter "
+                 "of the model, as they were when w.step was called"]
+    if facts.clip == "norm":
+        rules.append((facts.clip_threshold, f"clip threshold {facts.clip_threshold:g} (global norm)", "clip"))
+    elif facts.clip == "value":
+        notes.append(f"clipping by value at |g| ≤ {facts.clip_threshold:g} per entry (no norm line to draw)")
     return _series_chart("Gradient norms", data.grad_norms, "‖∇‖ (L2 norm, log scale)", data.events,
                          rules=rules, notes=notes)
 
 
 def weight_chart(data: LabChartData) -> alt.LayerChart:
     """Weight norm and largest |w| per layer: exponential growth here is what makes gradients explode."""
+    notes = ["solid and dashed: ‖W‖ (L2 norm) and max |w| after each step"]
+    if data.facts.watched:
+        notes.append("per layer and direction of each recurrent module (all its parameters)")
     return _series_chart("Weights", data.weights, "weight magnitude (log scale)", data.events, dash="quantity",
-                         notes=["solid and dashed: ‖W‖ (L2 norm) and max |w| after each step"])
+                         notes=notes)
 
 
 def update_ratio_chart(data: LabChartData) -> alt.LayerChart:
     """How far each step moves the weights relative to their size (Δw norm over w norm)."""
+    where = ("per layer and direction of each recurrent module (all its parameters)" if data.facts.watched
+             else "per layer and of the readout weight")
     return _series_chart("Update ratio", data.update_ratios, "‖Δw‖ / ‖w‖ per step (log scale)", data.events,
-                         notes=["per layer and of the readout weight"])
+                         notes=[where])
 
 
 def spectral_chart(data: LabChartData) -> alt.LayerChart:
     """σ_max(W_hh) per layer; for a vanilla RNN below 1/γ the gradient must vanish (Pascanu et al. 2013).
     The y title stays short: one taller than the plot hides the chart's title in Vega."""
-    config = data.config
+    facts = data.facts
     rules, notes = [], ["largest singular value of each layer's recurrent matrix, on recorded steps"]
-    if config.cell == "rnn":
-        bound = vanishing_bound(config.activation)
+    bounds = {vanishing_bound(a) for c, a in zip(facts.cells, facts.activations) if c == "rnn"}
+    if len(bounds) == 1 and set(facts.cells) == {"rnn"}:
+        bound = bounds.pop()
         rules.append((bound, f"1/γ = {bound:g} — below: vanishing guaranteed (Pascanu et al. 2013)"))
+    elif bounds:  # a watched model whose vanilla RNN layers are not its only ones, or differ in activation
+        notes.append("the 1/γ vanishing bound holds for vanilla RNN layers only (theirs: 1/γ = "
+                     + ", ".join(f"{b:g}" for b in sorted(bounds)) + "); not drawn across all layers")
     else:
         notes.append("the 1/γ vanishing bound holds for vanilla RNNs only")
     return _series_chart("Recurrent matrix σ_max(W_hh)", data.sigma_max,
@@ -251,11 +269,9 @@ def spectral_chart(data: LabChartData) -> alt.LayerChart:
 
 def saturation_chart(data: LabChartData) -> alt.LayerChart:
     """Shares of saturated hidden units and gate entries: a saturated unit passes almost no gradient back."""
-    df = data.saturation
-    parts = df.assign(part=df["series"].str.replace(r"^layer \d+ ", "", regex=True),
-                      layer=df["series"].str.extract(r"^(layer \d+)", expand=False))
-    return _series_chart("Saturation", parts, "share saturated (0–100 %)", data.events,
-                         rules=[(SATURATION_LIMIT, f"{SATURATION_LIMIT * 100:g} % (diagnosis limit)")], log=False,
+    parts = data.saturation.rename(columns={"lane": "layer"})
+    limit = [] if data.facts.watched else [(SATURATION_LIMIT, f"{SATURATION_LIMIT * 100:g} % (diagnosis limit)")]
+    return _series_chart("Saturation", parts, "share saturated (0–100 %)", data.events, rules=limit, log=False,
                          notes=["hidden units where the activation is flat; sigmoid gates stuck near 0 or 1",
                                 "colour: hidden units or gate; dash pattern: layer"], colour="part", dash="layer")
 
@@ -271,30 +287,38 @@ def marker_note(step: int | None) -> str:
     return "" if step is None else f"{MARKER}: step {step}, whose profile the gradient-back-through-time chart shows"
 
 
+def _vega_string(text: str) -> str:
+    """`text` as a Vega expression's string literal (a watched module's path may hold any character)."""
+    return json.dumps(text)
+
+
 def time_grad_heatmap(data: LabChartData) -> alt.LayerChart:
     """‖∂L/∂h_t‖ per recorded step and time step, one band of rows per layer (layer 0 at the bottom) in one
     view, so it fits its column as every other chart does; 0 and NaN/±Inf get own colours (no log10), and a
     rule marks the step the profile chart shows."""
     cells = data.time_grad_cells
-    T = task_of(data.config).total_steps()
-    layers = list(range(data.config.num_layers))  # from the config: the spec is the same before any row
+    T = max(data.facts.T, int(cells["t_to"].max()) if not cells.empty else 1)
+    lanes = data.facts.lanes
+    layers = list(range(len(lanes)))  # from the facts: the spec is the same before any row
     per_row = int((cells["t_to"] - cells["t_from"]).max()) + 1 if not cells.empty else 1
     gap = max(1, round(T * 0.15))  # empty rows between two layers' bands
     period = T + gap
     offset = cells["layer"].astype(int) * period if not cells.empty else 0
     cells = cells.assign(y0=cells["t_from"] - 0.5 + offset, y1=cells["t_to"] + 0.5 + offset,
+                         lane=cells["layer"].map(dict(enumerate(lanes))),
                          t=np.where(cells["t_from"] == cells["t_to"], cells["t_from"].astype(str),
                                     cells["t_from"].astype(str) + "–" + cells["t_to"].astype(str)))
     ticks = {k * period + 1: "1" for k in layers} | {k * period + T: str(T) for k in layers}
     if len(layers) > 1:
-        ticks |= {k * period + (T + 1) // 2: f"layer {k}" for k in layers}
-    label = " : ".join(f"datum.value == {v} ? '{text}'" for v, text in sorted(ticks.items())) + " : ''"
+        ticks |= {k * period + (T + 1) // 2: lanes[k] for k in layers}
+    label = " : ".join(f"datum.value == {v} ? {_vega_string(text)}" for v, text in sorted(ticks.items())) + " : ''"
     top = (max(layers) + 1) * period - gap + 0.5
     x = _step_x()
     y = alt.Y("y0:Q", title=f"time step t (1 … {T})" + (" in each layer's band" if len(layers) > 1 else ""),
               scale=alt.Scale(domain=[0.5, top], nice=False, zero=False),
               axis=alt.Axis(values=sorted(ticks), labelExpr=label, grid=False))
-    tooltip = [alt.Tooltip("step:Q", title=STEP), alt.Tooltip("layer:Q"), alt.Tooltip("t:N", title="time step t"),
+    tooltip = [alt.Tooltip("step:Q", title=STEP), alt.Tooltip("lane:N", title="layer"),
+               alt.Tooltip("t:N", title="time step t"),
                alt.Tooltip("value:Q", title="smallest ‖∂L/∂h_t‖", format=".3g"), alt.Tooltip("kind:N")]
     finite = alt.Chart(_data(cells[cells["kind"] == FINITE])).mark_rect().encode(
         x=x, x2="step_end:Q", y=y, y2="y1:Q", tooltip=tooltip,
@@ -310,7 +334,7 @@ def time_grad_heatmap(data: LabChartData) -> alt.LayerChart:
         x=alt.X("profile_step:Q", title=STEP), tooltip=[alt.Tooltip("profile_step:Q", title="profile shown at step")])
     notes = ["colour: log10 of the smallest ‖∂L/∂h_t‖ in the cell (L2 norm over batch and units)",
              f"grey: {UNDERFLOW}; red cells: {NONFINITE} (NaN/±Inf)",
-             "layer 0 at the bottom" if len(layers) > 1 else "",
+             f"{lanes[0]} at the bottom" if len(layers) > 1 else "",
              f"each row covers up to {per_row} time steps" if per_row > 1 else "",
              "" if not cells.empty else "no per-time-step gradients recorded yet", _events_note(data.events),
              marker_note(data.profile_step)]
@@ -321,9 +345,10 @@ def time_grad_heatmap(data: LabChartData) -> alt.LayerChart:
 
 def time_profile_chart(data: LabChartData) -> alt.LayerChart:
     """The latest finite ‖∂L/∂h_t‖ over t and its fit gain^(T−t): how far back the network can learn."""
-    T = task_of(data.config).total_steps()
-    profile = data.time_profile.assign(series="layer " + data.time_profile["layer"].astype(str), line="measured")
-    fit = data.time_fit_line.assign(series="layer 0", line="fit ∝ gain^(T−t)")
+    lanes = data.facts.lanes
+    T = max(data.facts.T, int(data.time_profile["t"].max()) if len(data.time_profile) else 1)
+    profile = data.time_profile.assign(series=data.time_profile["layer"].map(dict(enumerate(lanes))), line="measured")
+    fit = data.time_fit_line.assign(series=lanes[0], line="fit ∝ gain^(T−t)")
     drawn, zeros, hidden = _drawable(pd.concat([profile, fit], ignore_index=True), log=True)
     y_title = "‖∂L/∂h_t‖ (L2 norm, log scale)"
     x = alt.X("t:Q", title=f"time step t (1 … {T})", scale=alt.Scale(domain=[1, T]))
@@ -337,6 +362,8 @@ def time_profile_chart(data: LabChartData) -> alt.LayerChart:
 
 def fit_summary(data: LabChartData) -> str:
     """The profile's fit in words: "gain ×0.74 per step · memory horizon ≈ 23 steps"."""
+    if data.facts.watched:
+        return _reach_summary(data)
     fit = data.time_fit
     if fit is None:
         return "no finite time profile recorded yet"
@@ -347,6 +374,25 @@ def fit_summary(data: LabChartData) -> str:
     return f"gain ×{fit.gain:.2f} per step · memory horizon ≈ {fit.horizon:.0f} steps"
 
 
+def _reach_summary(data: LabChartData) -> str:
+    """A watched model's loss may read a lane anywhere, so no gain^(T−t) is fitted: its first lane's reach from
+    its largest ‖∂L/∂h_t‖, as its verdict reads it."""
+    rows = data.time_profile[data.time_profile["layer"] == 0]["value"].to_numpy(dtype=float)
+    if not len(rows) or not np.isfinite(rows).all() or rows.max() <= 0:
+        return "no finite time profile recorded yet"
+    share, largest, back = lane_reach(rows.tolist())
+    reach = "none reaches t = 1 (float32 underflow)" if share == 0 else f"{share_text(share)} of it reaches t = 1"
+    return (f"{data.facts.lanes[0]}: largest at t = {largest}, {reach}, above {VANISHED:.0%} of it for {back} "
+            f"step{'s' * (back != 1)} back (no gain fitted: your loss may read a layer at any step)")
+
+
 # The lab's charts in rows: two side by side, or one at full width (the heatmap needs it).
 LAB_CHART_ROWS = ((loss_chart, metric_chart), (grad_norm_chart, time_profile_chart), (time_grad_heatmap,),
                   (weight_chart, update_ratio_chart), (spectral_chart, saturation_chart))
+# A watched model has no metric (its script passes only the loss): the same charts, one fewer.
+WATCHED_CHART_ROWS = ((loss_chart, grad_norm_chart), (time_profile_chart, spectral_chart), (time_grad_heatmap,),
+                      (weight_chart, update_ratio_chart), (saturation_chart,))
+
+
+def chart_rows(data: LabChartData) -> tuple[tuple, ...]:
+    return WATCHED_CHART_ROWS if data.facts.watched else LAB_CHART_ROWS

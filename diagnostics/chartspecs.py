@@ -74,8 +74,8 @@ AT_STEP_CHARTS = (charts.time_profile_chart,)
 
 
 def lab_chart_specs(data: LabChartData) -> tuple[tuple[ChartSpec, ...], ...]:
-    """Every lab chart of a run, in `charts.LAB_CHART_ROWS`' rows."""
-    return tuple(tuple(_spec(build, data) for build in row) for row in charts.LAB_CHART_ROWS)
+    """Every lab chart of a run, in `charts.chart_rows`' rows."""
+    return tuple(tuple(_spec(build, data) for build in row) for row in charts.chart_rows(data))
 
 
 def at_step_specs(specs: tuple[tuple[ChartSpec, ...], ...], data: LabChartData) -> tuple[tuple[ChartSpec, ...], ...]:

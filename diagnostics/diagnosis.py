@@ -86,7 +86,8 @@ class Diagnosis:
         """Plain data for the store, the CLI and share links."""
         return {"kind": self.kind, "rule": self.rule, "severity": self.severity, "message": self.message,
                 "evidence": self.evidence,
-                "remedies": [{"label": r.label, "changes": dict(r.changes)} for r in self.remedies]}
+                "remedies": [{"label": r.label, "changes": dict(r.changes), **({"code": r.code} if r.code else {})}
+                             for r in self.remedies]}
 
 
 # What the rules read of a run's metrics: aggregates (tensor "") and the recurrent matrices' rows of these names.

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from . import rundata as rd
 from .rundata import RunData
@@ -90,7 +91,12 @@ def metric_value(name: str, value: float | None) -> str:
 
 def loss_course(data: RunData, baseline_loss: float) -> LossCourse | None:
     """Start, best and end of the finite training loss, each a median over a window of steps."""
-    loss = data.series(rd.LOSS)
+    return loss_course_of(data.series(rd.LOSS), baseline_loss)
+
+
+def loss_course_of(loss: pd.Series, baseline_loss: float | None) -> LossCourse | None:
+    """`loss_course` of a loss series indexed by step; `baseline_loss` None: the loss at step 1 is the unit (a
+    watched model has no memoryless baseline)."""
     loss = loss[np.isfinite(loss.to_numpy(dtype=float))]
     if loss.empty:
         return None
@@ -99,7 +105,7 @@ def loss_course(data: RunData, baseline_loss: float) -> LossCourse | None:
     settled = rolling.iloc[min(MIN_LOSS_WINDOW, len(rolling)) - 1:]  # windows that are full (or the whole run)
     return LossCourse(first=float(loss.iloc[0]), start=float(loss.iloc[:window].median()), best=float(settled.min()),
                       best_step=int(settled.idxmin()), end=float(loss.iloc[-window:].median()),
-                      baseline=baseline_loss)
+                      baseline=float(loss.iloc[0]) if baseline_loss is None else baseline_loss)
 
 
 def outcome_of(status: str, metric: float | None, data: RunData, task: Task) -> Outcome:

@@ -7,6 +7,8 @@ in order (a run is not a series with a fixed meaning).
 
 from __future__ import annotations
 
+import re
+
 import altair as alt
 
 NONFINITE_RED = "#d62728"  # NaN/±Inf marks, and nothing else
@@ -15,6 +17,9 @@ COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7
 BLUE, ORANGE, GREEN, PURPLE, BROWN, PINK, GREY, OLIVE, CYAN = COLOURS
 LIGHT_BLUE = "#9ecae1"  # the noisy line behind its smoothed one
 LAYER_COLOURS = (BLUE, ORANGE, GREEN, PURPLE)  # layer 0 … 3 (num_layers is at most 4)
+REVERSE_COLOURS = (CYAN, PINK, OLIVE, BROWN)  # a watched bidirectional module's reverse layers 0 … 3
+# A lane: "layer 1", or in a watched model "encoder.lstm layer 1 reverse".
+_LANE = re.compile(r"^(?:.+ )?layer (?P<layer>\d+)(?P<reverse> reverse)?$")
 # Matched by prefix.
 NAMED = {"readout": BROWN, "global, pre-clip": GREY, "global, post-clip": CYAN,
          "hidden units": BLUE, "input gate": ORANGE, "forget gate": GREEN, "output gate": PURPLE,
@@ -23,10 +28,12 @@ NAMED = {"readout": BROWN, "global, pre-clip": GREY, "global, post-clip": CYAN,
 
 
 def colour(series: str) -> str:
-    """The colour of a series by name: "layer k" by its layer, the known names by the table, a gate by its gate
-    ("forget gate (< 0.1)" is the forget gate's green); anything else, e.g. a lone loss line, is blue."""
-    if series.startswith("layer ") and series[6:].isdigit():
-        return LAYER_COLOURS[int(series[6:]) % len(LAYER_COLOURS)]
+    """The colour of a series by name: a lane ("layer k", "lstm layer k reverse") by its layer and direction, the
+    known names by the table, a gate by its gate ("forget gate (< 0.1)" is the forget gate's green); anything
+    else, e.g. a lone loss line, is blue."""
+    if lane := _LANE.match(series):
+        colours = REVERSE_COLOURS if lane["reverse"] else LAYER_COLOURS
+        return colours[int(lane["layer"]) % len(colours)]
     for name, value in NAMED.items():
         if series.startswith(name):
             return value
@@ -34,9 +41,15 @@ def colour(series: str) -> str:
 
 
 def series_scale(names) -> alt.Scale:
-    """A colour scale over the series present, each in its own colour."""
+    """A colour scale over the series present, each in its own colour: a name whose colour another series of the
+    chart has already (a watched model's `enc layer 0` beside `dec layer 0`) takes the first free one."""
     domain = list(dict.fromkeys(str(n) for n in names))
-    return alt.Scale(domain=domain, range=[colour(n) for n in domain])
+    used: list[str] = []
+    for name in domain:
+        wanted = colour(name)
+        free = [c for c in COLOURS if c not in used]
+        used.append(wanted if wanted not in used or not free else free[0])
+    return alt.Scale(domain=domain, range=used)
 
 
 def ordered_scale(names) -> alt.Scale:

@@ -39,6 +39,7 @@ class Remedy:
 
     label: str
     changes: dict  # RunConfig field -> new value
+    code: str = ""  # for a watched model, which has no RunConfig: the lines to put in the user's own script
 
 
 def _round(x: float) -> float:

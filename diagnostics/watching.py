@@ -35,6 +35,7 @@ from .recording import Recorder, Summarise, Write
 from .schedules import Schedule
 from .summary import RunSummary
 from .twin import activation_of, cell_of, refusal, twin_forward
+from .watched_verdict import WatchedEvidence
 
 
 WATCHED = "_gradient_flow_lab_watch"  # marks the instance forward a watch installed
@@ -101,7 +102,8 @@ class Watch:
                       ParameterNorms(Schedule.every(1), lane_of, ledger=False)]
         self._open_sink()
         self.events = Callbacks([Recorder(quantities), Ledger(layer=lane_of, weights=True), Locate(self.description),
-                                 Write(self._writer or self._memory), Summarise(time.perf_counter())])
+                                 Write(self._writer or self._memory), Summarise(time.perf_counter()),
+                                 WatchedEvidence(self.description)])
         self._install()
         self._active = True
         self._last = time.perf_counter()
@@ -148,8 +150,10 @@ class Watch:
         step.grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in fit.params]
         step.grad_norms = torch.stack(torch._foreach_norm(step.grads))
         self.events.fire("after_backward", fit, step)
-        total = torch.linalg.vector_norm(step.grad_norms)
-        first = torch.stack([step.loss, total]).tolist() + step.grad_norms.tolist()
+        # In float64: parameters' norms near 1e19 overflow a float32 sum of squares, which would report an
+        # infinite global norm (and locate the first NaN/Inf there) while every gradient is still finite.
+        total = torch.linalg.vector_norm(step.grad_norms.double())
+        first = torch.stack([step.loss.double(), total]).tolist() + step.grad_norms.tolist()
         step.values = {"loss": first[0], "pre": first[1], "grads": first[2:]}
         self.events.fire("after_clip", fit, step)
         step.finite = self._last_finite = all(math.isfinite(x) for x in first)

@@ -82,6 +82,7 @@ def main(argv=None) -> int:
         where = [f"module {f['module']}"] + [f"{k.replace('_', ' ')} {f[k]}"
                                               for k in ("layer", "direction", "time_step") if f.get(k) is not None]
         print(f"first NaN/Inf at step {f['step']}: {f['tensor']} ({', '.join(where)})")
+    print(s.verdict)  # the Lab shows it with the rest: python -m streamlit run dashboard.py, then Runs
     return 0
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from diagnostics import charts
 from diagnostics.chartdata import NONFINITE, UNDERFLOW, lab_chart_data_from_memory
+from diagnostics.chartfacts import lab_facts
 from diagnostics.config import RunConfig
 from diagnostics.train import train
 
@@ -149,7 +150,7 @@ def test_grad_norm_chart_draws_the_exploding_line_and_the_clip_line(runs, run, t
 
 def test_grad_norm_chart_with_value_clipping_says_why_no_line(runs):
     data = runs["gru"]
-    data = dataclasses.replace(data, config=data.config.replace(clip="value", clip_threshold=0.2))
+    data = dataclasses.replace(data, facts=lab_facts(data.config.replace(clip="value", clip_threshold=0.2)))
     s = charts.grad_norm_chart(data).to_dict()
     assert not any(label.startswith("clip threshold") for label in rule_labels(s))
     assert "clipping by value at |g| ≤ 0.2 per entry" in subtitle(s)
@@ -223,7 +224,7 @@ def test_heatmap_has_one_band_per_layer_in_one_view_and_marks_the_profiles_step(
         assert row["y0"] == row["t_from"] - 0.5 + row["layer"] * (T + gap)
     axis = channel(s, "y")[0]["axis"]
     assert axis["values"] == [1, 4, 7, 9, 12, 15]
-    assert "datum.value == 4 ? 'layer 0'" in axis["labelExpr"] and "datum.value == 15 ? '7'" in axis["labelExpr"]
+    assert 'datum.value == 4 ? "layer 0"' in axis["labelExpr"] and 'datum.value == 15 ? "7"' in axis["labelExpr"]
     [marker] = [row for row in all_rows(s) if set(row) == {"profile_step"}]
     assert marker["profile_step"] == data.profile_step == 12
     assert f"white dashed rule: step {data.profile_step}" in subtitle(s)

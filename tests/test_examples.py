@@ -23,9 +23,11 @@ def test_the_watch_example_explodes_without_clipping_and_not_with_it(tmp_path):
     db = tmp_path / "runs.sqlite"
     clipped = run("examples/watch_lstm.py", "--steps", "20", db=db)
     unclipped = run("examples/watch_lstm.py", "--steps", "20", "--no-clip", db=db)
-    assert clipped[-1].startswith(f"run 1 in {db}: completed after 20 steps, largest gradient norm ")
-    assert unclipped[-2].startswith(f"run 2 in {db}: diverged after 20 steps")
-    assert unclipped[-1].startswith("first NaN/Inf at step ") and "(module lstm, layer " in unclipped[-1]
+    assert clipped[-2].startswith(f"run 1 in {db}: completed after 20 steps, largest gradient norm ")
+    assert clipped[-1].startswith("No exploding problem: the loss went from ")
+    assert unclipped[-3].startswith(f"run 2 in {db}: diverged after 20 steps")
+    assert unclipped[-2].startswith("first NaN/Inf at step ") and "(module lstm, layer " in unclipped[-2]
+    assert unclipped[-1].startswith("Problem: exploding gradients (a value went non-finite)")
     with Store(db, create=False) as store:
         first = store.get_run(2).summary["first_nonfinite"]
         events = store.load(2).events

@@ -128,8 +128,12 @@ def test_bench_quick_writes_every_case(tmp_path):
     assert p8["viewers"] == 2 and 0 < p8["first_chart_median_s"] <= p8["first_chart_max_s"]
     assert p8["server_cpu_per_s"] > 0 and "P8: server CPU" in done.stdout
     assert p8["run_steps_per_s"] > 0  # measured while the run still trained
-    m1 = report["M1"]  # a 100-step LSTM at T=200 recorded every step, its verdict and export both ways
-    assert m1["rows"]["time_grads"] == 100 * 200 and m1["rows"]["gates"] == 100 * 4 * 200
+    m1 = report["M1"]  # a 30-step LSTM at T=200 recorded every step, its verdict and export both ways
+    assert m1["rows"]["time_grads"] == 30 * 200 and m1["rows"]["gates"] == 30 * 4 * 200
     assert m1["same_verdict"] and set(m1["sides"]) == {"verdict-streamed", "verdict-whole", "export-streamed",
                                                         "export-whole"}
     assert all(s["seconds"] > 0 for s in m1["sides"].values()) and "M1: peak memory" in done.stdout
+    [l1] = report["L1"]["results"]  # lesson 1 in Chromium: its four paced steps seen one by one
+    assert l1["lesson"] == "exploding-nan 0" and 0 < l1["first_chart_s"] and l1["updates"] >= 1
+    p9 = report["P9"]["results"]  # the peers are not installed with the product: watch alone
+    assert set(p9) == {"watch"} and p9["watch"]["ratio"] > 0

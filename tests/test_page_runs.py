@@ -168,7 +168,7 @@ def watched_run(store_path, name="my-model"):
     return w.run_id
 
 
-def test_a_watched_run_is_listed_by_its_model_and_not_offered_to_the_lab(stored):
+def test_a_watched_run_is_listed_by_its_model_and_opens_in_the_lab(stored):
     store, ids = stored
     watched = watched_run(store.path)
     at = open_runs()
@@ -178,7 +178,8 @@ def test_a_watched_run_is_listed_by_its_model_and_not_offered_to_the_lab(stored)
     at.multiselect[3].select(watched).run()
     assert not at.exception
     assert at.subheader[0].value == f"#{watched} watched my-model: rnn gru H4x1 bidirectional"
-    assert at.info[0].value.startswith(f"Run {watched} was recorded by `watch` in a training script")
-    assert not [link for link in at.get("page_link") if link.proto.page == "lab"]
+    [lab] = [link for link in at.get("page_link") if link.proto.page == "lab"]
+    assert lab.proto.label == f"Open run {watched} in the Lab: its charts"
+    assert lab.proto.query_string == f"run={watched}"
     at.multiselect[3].select(ids[0]).run()  # with a lab run: not compared as if it had settings
     assert not at.exception and at.info[0].value.startswith(f"Watched runs (#{watched}) cannot be compared yet")

@@ -9,6 +9,7 @@ import uuid
 import streamlit as st
 
 from diagnostics.config import GROUPS, ConfigError, RunConfig, applies, field_map
+from diagnostics.description import ModelDescription
 from diagnostics.links import Link, parse_link
 from diagnostics.live import RunManager
 from diagnostics.store import Store, StoreError, default_db_path
@@ -53,15 +54,18 @@ def _stored_config(run_id: int) -> dict:
         info = store().get_run(run_id)
     except StoreError:
         raise LookupError(f"no run {run_id} is stored (the Runs page lists them)") from None
-    if info.watched:
-        raise LookupError(WATCHED_NOT_DRAWN.format(run_id=run_id))
-    return info.config
+    return info.config  # {} for a run `watch` recorded: the Lab draws it, its controls keep their defaults
 
 
-# Shown through `literal` (it joins a message that quotes the link), so it carries no markdown of its own.
-WATCHED_NOT_DRAWN = ("run {run_id} was recorded by watch() in a training script, not trained by the Lab from "
-                     "settings: the Lab does not draw watched runs yet; the Runs page downloads it, and "
-                     "python -m diagnostics export {run_id} writes its tables")
+def watched_run_label(run_id: int) -> str | None:
+    """"Run 7, watched my-model: lstm lstm H64x2 bidirectional" for a run `watch` recorded; None for the rest."""
+    try:
+        info = store().get_run(run_id)
+    except StoreError:
+        return None
+    if not info.watched:
+        return None
+    return f"Run {run_id}, {ModelDescription.from_dict(info.description).summary()}"
 
 
 def session_link() -> Link:

@@ -29,8 +29,10 @@ def render_run(*, manager: RunManager, store: Store, on_remedy: Callable[[RunCon
     fragment that polls every second while the run trains: when it ends, every chart stays where it was and only
     the status line and the diagnosis below the charts change."""
     polling = live is not None and live.state != "done"
-    st.fragment(_run_view, run_every=POLL_SECONDS if polling else None)(live, run_id, manager, polling)
-    if polling:
+    following = not polling and live is None and run_id is not None and _training_elsewhere(store, run_id)
+    st.fragment(_run_view, run_every=POLL_SECONDS if polling or following else None)(live, run_id, manager, polling,
+                                                                                      following)
+    if polling or following:
         return
     run_id = live.run_id if live is not None else run_id
     try:
@@ -47,6 +49,15 @@ def render_run(*, manager: RunManager, store: Store, on_remedy: Callable[[RunCon
     gates_link(store, info.id)
 
 
+def _training_elsewhere(store: Store, run_id: int) -> bool:
+    """A stored run still written by a live process this page does not run (a `watch` script, another server):
+    the page follows it through the store."""
+    try:
+        return store.get_run(run_id).status == "running"
+    except StoreError:
+        return False
+
+
 def gates_link(store: Store, run_id: int) -> None:
     """A link to the run's weights on the Gates page, when it kept any."""
     try:
@@ -59,11 +70,15 @@ def gates_link(store: Store, run_id: int) -> None:
                            f"the weights it kept at {len(kept)} steps from {kept[0]} to {kept[-1]}")
 
 
-def _run_view(live: LiveRun | None, run_id: int | None, manager: RunManager, polling: bool) -> None:
+def _run_view(live: LiveRun | None, run_id: int | None, manager: RunManager, polling: bool,
+              following: bool = False) -> None:
     """Status line, NaN banner and charts, each in a slot of its own so an element never moves to another
-    place (which would re-mount it) when the others change."""
+    place (which would re-mount it) when the others change. `following`: a run another process trains, read
+    from the store at every poll."""
     if polling and live.state == "done":
         st.rerun(scope="app")  # it ended: the final view (diagnosis, remedies) is drawn by the whole page
+    if following and not _training_elsewhere(manager.store, run_id):
+        st.rerun(scope="app")
     status, banner, scrubber, grid = st.container(), st.container(), st.container(), st.container()
     if polling:
         manager.touch(live, session_id())  # a run nobody watches any more is stopped, so it frees its slot
@@ -86,7 +101,7 @@ def _run_view(live: LiveRun | None, run_id: int | None, manager: RunManager, pol
             status.info("The run was stopped before it started.")
             return
     try:  # read and built before anything is drawn, so the page's elements change together
-        info = None if polling else manager.store.get_run(run_id)  # the status line of a finished run
+        info = None if polling else manager.store.get_run(run_id)  # the status line of a finished or followed run
         data, specs = manager.charts.specs(run_id)
     except StoreError:
         status.warning(f"Run {run_id} is no longer stored: it was deleted (on the Runs page, or to make room in "
@@ -94,12 +109,14 @@ def _run_view(live: LiveRun | None, run_id: int | None, manager: RunManager, pol
         return
     if polling:
         _progress(status, live, manager)
+    elif following:
+        _followed_progress(status, info)
     else:
         with status:
             status_line(info)
     with banner:
         _nonfinite_banner(data)
-    training = polling and not live.held
+    training = (polling and not live.held) or following
     with scrubber:  # not while it trains: a slider whose choices change under the pointer jumps (see README)
         chosen = None if training else _scrubbed_step(run_id, manager.store.recorded_steps(run_id),
                                                       data.profile_step)
@@ -155,6 +172,18 @@ def _progress(slot, live: LiveRun, manager: RunManager) -> None:
     slot.progress(min(live.steps_done / total, 1.0), text=text + others)
 
 
+def _followed_progress(slot, info: RunInfo) -> None:
+    """A run another process trains: how far its store says it got (a watched script's length is unknown)."""
+    where = "its training script" if info.watched else "another process"
+    if info.watched:
+        text = f"Run {info.id}: step {info.steps_done} recorded so far"
+    else:
+        total = info.config.get("steps") or 0
+        text = f"Run {info.id}: {info.steps_done} / {total} steps"
+    slot.info(f"{text} · {where} is still training it; this page follows what it records, every "
+              f"{POLL_SECONDS:g} s. Its diagnosis comes when it ends.")
+
+
 def status_line(info: RunInfo) -> None:
     """"Run 3 completed after 800 steps · held-out accuracy 100 % · 4.9 s", green when it completed."""
     summary = info.summary or {}
@@ -172,9 +201,10 @@ def _nonfinite_banner(data: LabChartData) -> None:
     if data.events.empty:
         return
     first = data.events.sort_values("step", kind="stable").iloc[0]
-    where = [f"tensor `{first['tensor']}`"]
+    where = [f"tensor `{str(first['tensor']).replace('`', chr(39))}`"]  # a backtick would end the code span
     if not pd.isna(first["layer"]):
-        where.append(f"layer {int(first['layer'])}")
+        lanes, lane = data.facts.lanes, int(first["layer"])
+        where.append(literal(lanes[lane]) if 0 <= lane < len(lanes) else f"layer {lane}")
     if not pd.isna(first["time_step"]):
         where.append(f"time step {int(first['time_step'])}")
     st.error(f"Non-finite values (NaN/Inf) first at step {int(first['step'])}: {', '.join(where)}. "
@@ -187,6 +217,8 @@ UNDIAGNOSED = {
                    "stopped) before the run finished. Everything it recorded is kept and drawn below.",
     "running": "No diagnosis yet: the run is still training (step {steps}); it is diagnosed when it ends.",
 }
+WATCHED_UNDIAGNOSED = ("Not diagnosed: watch() recorded this run before it gave watched runs verdicts. Its charts "
+                       "above show its gradient flow; the NaN/Inf banner, if any, says where it broke.")
 KIND_COLOURS = {EXPLODING: "red", VANISHING: "orange"}  # red is also the NaN/Inf colour of every chart
 
 
@@ -194,6 +226,9 @@ def _diagnosis_panel(info: RunInfo, on_remedy: Callable[[RunConfig], None]) -> N
     """The verdict first, then each problem in its kind's colour with its remedies, then the notes, collapsed."""
     st.subheader("Diagnosis")
     summary = info.summary or {}
+    if info.watched and summary.get("verdict") is None:
+        st.info(WATCHED_UNDIAGNOSED)
+        return
     diagnoses = summary.get("diagnoses", [])
     # Runs stored before verdicts judged the outcome have no severity: every diagnosis of theirs was a problem.
     problems = [d for d in diagnoses if d.get("severity", "problem") == "problem"]
@@ -206,7 +241,7 @@ def _diagnosis_panel(info: RunInfo, on_remedy: Callable[[RunConfig], None]) -> N
     elif verdict:
         st.info(verdict)
     try:
-        config = RunConfig.from_dict(info.config)
+        config = None if info.watched else RunConfig.from_dict(info.config)  # what a remedy button changes
     except ConfigError:
         config = None
     for kind, colour in KIND_COLOURS.items():  # one box per kind: its rules' findings, then its remedies once
@@ -215,19 +250,25 @@ def _diagnosis_panel(info: RunInfo, on_remedy: Callable[[RunConfig], None]) -> N
             continue
         with st.container(border=True):
             st.markdown(f":{colour}-badge[**{kind.capitalize()} gradients**: problem]")
-            for d in found:
-                st.markdown(f":{colour}[**{d['rule'].replace('_', ' ')}**] {d['message']}")
+            for d in found:  # a watched run's messages quote its script's module names: shown as typed
+                message = literal(d["message"]) if info.watched else d["message"]
+                st.markdown(f":{colour}[**{d['rule'].replace('_', ' ')}**] {message}")
             with st.expander("Evidence"):
                 st.json({d["rule"]: d["evidence"] for d in found})
             if config is not None and any(d["remedies"] for d in found):
                 _remedy_buttons(info.id, kind, found, config, on_remedy)
+            elif info.watched:
+                _code_remedies(found)
             elif config is not None:
                 st.caption("No remedy left to try here: every change the rules know is set already, or a lesson "
                            "shows it failing.")
     if notes:
-        with st.expander(f"{len(notes)} note{'s' * (len(notes) != 1)}: signals that did no harm to this run"):
+        harm = ("signals watch cannot call harm or no harm without a task" if info.watched
+                else "signals that did no harm to this run")
+        with st.expander(f"{len(notes)} note{'s' * (len(notes) != 1)}: {harm}"):
             for d in notes:
-                st.markdown(f":gray-badge[{d['kind'].capitalize()} · {d['rule'].replace('_', ' ')}] {d['message']}")
+                message = literal(d["message"]) if info.watched else d["message"]
+                st.markdown(f":gray-badge[{d['kind'].capitalize()} · {d['rule'].replace('_', ' ')}] {message}")
                 st.json(d["evidence"], expanded=False)
 
 
@@ -241,6 +282,16 @@ def _remedy_buttons(run_id: int, kind: str, found: list[dict], config: RunConfig
         buttons[j % REMEDIES_PER_ROW].button(
             remedy["label"], key=f"remedy-{run_id}-{kind}-{j}", on_click=on_remedy, args=(changed,),
             width="stretch", help=f"Start a new run with {remedy['changes']}")
+
+
+def _code_remedies(found: list[dict]) -> None:
+    """A watched run has no settings to change: each remedy is the lines to put in its script."""
+    remedies = list({r["label"]: r for d in found for r in d["remedies"] if r.get("code")}.values())
+    if remedies:
+        st.markdown("**What to change in your script** (in this order; `model` and `optimizer` are yours):")
+    for remedy in remedies:
+        st.markdown(remedy["label"])
+        st.code(remedy["code"], language="python")
 
 
 def _charts(specs) -> None:
