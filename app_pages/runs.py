@@ -101,18 +101,20 @@ if len(picked) == 1:
             else:
                 st.success(f"Deleted run {run.id}.")
                 st.rerun()
-elif watched:
-    st.info(f"Watched runs ({', '.join(f'#{i}' for i in watched)}) cannot be compared yet: they have no settings "
-            "to set side by side, and the Lab's charts do not draw them yet.")
 elif len(picked) > 1:
     st.subheader(f"Comparing {len(picked)} runs")
     differences = config_differences(picked)
-    if differences.empty:
-        st.info("These runs have identical settings.")
-    else:
-        st.caption("Settings that differ between the runs (highlighted):")
-        st.dataframe(differences.astype(str).style.set_properties(**{"background-color": "#fff3b0"}),
-                     width="stretch")
+    if watched:
+        st.caption(f"Run{'s' * (len(watched) > 1)} {', '.join(f'#{i}' for i in watched)}: recorded by `watch` in a "
+                   "training script, with no settings to set beside the others'; "
+                   + ("its" if len(watched) == 1 else "their") + " charts are overlaid as they are.")
+    if len(picked) - len(watched) >= 2:  # two lab runs' settings to set side by side
+        if differences.empty:
+            st.info("These runs have identical settings.")
+        else:
+            st.caption("Settings that differ between the runs (highlighted):")
+            st.dataframe(differences.astype(str).style.set_properties(**{"background-color": "#fff3b0"}),
+                         width="stretch")
     shown = st.multiselect("Charts", list(CHOICES), default=[rd.LOSS, rd.HELDOUT_METRIC, TIME_PROFILE],
                            format_func=LABELS.get, key="compare-charts",
                            help="Every chart the Lab draws, with the runs overlaid.")

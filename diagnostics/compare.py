@@ -45,8 +45,9 @@ def filter_runs(table: pd.DataFrame, cells=(), tasks=(), statuses=()) -> pd.Data
 
 
 def config_differences(runs: list[RunInfo]) -> pd.DataFrame:
-    """The config fields whose values differ between the runs (rows: field, columns: run labels)."""
-    configs = {run_label(r): r.config for r in runs}
+    """The config fields whose values differ between the lab runs (rows: field, columns: run labels); a watched
+    run has no config to set beside theirs."""
+    configs = {run_label(r): r.config for r in runs if not r.watched}
     differing = [f for f in field_map() if len({str(c.get(f)) for c in configs.values()}) > 1]
     return pd.DataFrame({label: [c.get(f) for f in differing] for label, c in configs.items()},
                         index=pd.Index(differing, name="field"))
@@ -75,13 +76,18 @@ def run_label(run: RunInfo) -> str:
 
 
 def compare_labels(runs: list[RunInfo]) -> dict[int, str]:
-    """Each compared run's legend label: its id and the fields whose values differ between the runs and mean
-    something for it ("#3 weight_decay 0", "#4 weight_decay 0.005"), or its summary when they are all alike."""
-    differing = [f for f in field_map() if len({str(r.config.get(f)) for r in runs}) > 1]
-    if not differing:
-        return {r.id: run_label(r) for r in runs}
-    return {r.id: f"#{r.id} " + ", ".join(f"{f} {_shown(r.config.get(f))}" for f in differing if _applies(f, r))
-            for r in runs}
+    """Each compared run's legend label: its id and the fields whose values differ between the lab runs and mean
+    something for it ("#3 weight_decay 0", "#4 weight_decay 0.005"), or its summary when they are all alike; a
+    watched run by its name and modules."""
+    lab = [r for r in runs if not r.watched]
+    differing = [f for f in field_map() if len({str(r.config.get(f)) for r in lab}) > 1]
+
+    def label(r: RunInfo) -> str:
+        if r.watched or not differing:
+            return run_label(r)
+        return f"#{r.id} " + ", ".join(f"{f} {_shown(r.config.get(f))}" for f in differing if _applies(f, r))
+
+    return {r.id: label(r) for r in runs}
 
 
 def _applies(name: str, run: RunInfo) -> bool:

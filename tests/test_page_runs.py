@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from diagnostics import rundata as rd
+from diagnostics.compare import run_label
 from diagnostics.config import RunConfig
 from diagnostics.runner import run_into_store
 from diagnostics.store import Store
@@ -181,5 +182,10 @@ def test_a_watched_run_is_listed_by_its_model_and_opens_in_the_lab(stored):
     [lab] = [link for link in at.get("page_link") if link.proto.page == "lab"]
     assert lab.proto.label == f"Open run {watched} in the Lab: its charts"
     assert lab.proto.query_string == f"run={watched}"
-    at.multiselect[3].select(ids[0]).run()  # with a lab run: not compared as if it had settings
-    assert not at.exception and at.info[0].value.startswith(f"Watched runs (#{watched}) cannot be compared yet")
+    at.multiselect[3].select(ids[0]).run()  # beside a lab run: its charts overlaid, no settings set beside
+    assert not at.exception and at.subheader[0].value == "Comparing 2 runs"
+    assert any(c.value.startswith(f"Run #{watched}: recorded by `watch` in a training script") for c in at.caption)
+    assert not at.dataframe[1:]  # no settings table: a watched run has no settings
+    loss = next(c for c in charts(at) if c["title"]["text"].startswith("loss of"))
+    assert set(loss["rows"]["run"]) == {f"#{watched} watched my-model: rnn gru H4x1 bidirectional",
+                                        run_label(store.get_run(ids[0]))}
