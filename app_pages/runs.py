@@ -35,8 +35,8 @@ def compared_charts(picked, shown, run_ids, data) -> None:
             st.altair_chart(compare_profile_chart(compare_profiles(runs_store, run_ids, step), step),
                             width="stretch")
         else:
-            st.altair_chart(compare_chart(compare_series(runs_store, data, run_ids, quantity), quantity),
-                            width="stretch")
+            st.altair_chart(compare_chart(compare_series(runs_store, data, run_ids, quantity), quantity,
+                                          list(run_ids)), width="stretch")  # a run keeps its colour
 
 
 st.title("Runs")

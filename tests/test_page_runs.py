@@ -189,3 +189,7 @@ def test_a_watched_run_is_listed_by_its_model_and_opens_in_the_lab(stored):
     loss = next(c for c in charts(at) if c["title"]["text"].startswith("loss of"))
     assert set(loss["rows"]["run"]) == {f"#{watched} watched my-model: rnn gru H4x1 bidirectional",
                                         run_label(store.get_run(ids[0]))}
+    # The watched run has no held-out metric; the lab run keeps the colour it has in the loss chart.
+    metric = next(c for c in charts(at) if c["title"]["text"].startswith("held-out metric of"))
+    assert set(metric["rows"]["run"]) == {run_label(store.get_run(ids[0]))}
+    assert metric["encoding"]["color"]["scale"] == loss["encoding"]["color"]["scale"]
