@@ -297,7 +297,7 @@ def time_grad_heatmap(data: LabChartData) -> alt.LayerChart:
     view, so it fits its column as every other chart does; 0 and NaN/±Inf get own colours (no log10), and a
     rule marks the step the profile chart shows."""
     cells = data.time_grad_cells
-    T = max(data.facts.T, int(cells["t_to"].max()) if not cells.empty else 1)
+    T = max(data.facts.T, 1)  # the facts cover every recorded t; a watched run knows none before its first
     lanes = data.facts.lanes
     layers = list(range(len(lanes)))  # from the facts: the spec is the same before any row
     per_row = int((cells["t_to"] - cells["t_from"]).max()) + 1 if not cells.empty else 1
@@ -346,7 +346,7 @@ def time_grad_heatmap(data: LabChartData) -> alt.LayerChart:
 def time_profile_chart(data: LabChartData) -> alt.LayerChart:
     """The latest finite ‖∂L/∂h_t‖ over t and its fit gain^(T−t): how far back the network can learn."""
     lanes = data.facts.lanes
-    T = max(data.facts.T, int(data.time_profile["t"].max()) if len(data.time_profile) else 1)
+    T = max(data.facts.T, 1)
     profile = data.time_profile.assign(series=data.time_profile["layer"].map(dict(enumerate(lanes))), line="measured")
     fit = data.time_fit_line.assign(series=lanes[0], line="fit ∝ gain^(T−t)")
     drawn, zeros, hidden = _drawable(pd.concat([profile, fit], ignore_index=True), log=True)

@@ -25,21 +25,21 @@ from .remedies import CLIP_THRESHOLD, LR_FACTOR, Remedy
 
 
 class WatchedEvidence(Callback):
-    """What the watched rules read, kept while the run trains and bounded: the loss and global gradient norm of
-    every step (two floats a step) and each lane's latest all-finite ‖∂L/∂h_t‖ profile. At the end it judges the
+    """What the watched rules read, kept while the run trains and bounded: the loss of every step (8 bytes a
+    step), how many steps held NaN/Inf, and each lane's latest all-finite ‖∂L/∂h_t‖ profile. At the end it judges the
     run into its summary, so a store and an in-memory watch get the same verdict."""
 
     def __init__(self, description: ModelDescription):
         self.description = description
-        self.steps = array("q")  # 8 bytes a value: a million steps keep 24 MB
+        self.steps = array("q")
         self.loss = array("d")
-        self.grad_norm = array("d")
+        self.bad_steps = 0  # steps whose loss or global gradient norm was NaN/Inf
         self.profiles: dict[int, tuple[int, list[float]]] = {}  # lane -> (step, profile in processing order)
 
     def after_step(self, fit: Fit, step: Step) -> None:
         self.steps.append(step.number)
         self.loss.append(step.values["loss"])
-        self.grad_norm.append(step.values["pre"])
+        self.bad_steps += not (math.isfinite(step.values["loss"]) and math.isfinite(step.values["pre"]))
         lanes: dict[int, list[tuple[int, float]]] = {}
         for _, lane, t, value in step.rows.time_grads:
             lanes.setdefault(lane, []).append((t, value))
@@ -211,11 +211,9 @@ def watched_verdict(evidence: WatchedEvidence, status: str, first_nonfinite: dic
                     description: ModelDescription) -> WatchedVerdict:
     steps = np.frombuffer(evidence.steps, dtype=np.int64) if len(evidence.steps) else np.zeros(0, dtype=np.int64)
     loss = pd.Series(np.asarray(evidence.loss, dtype=float), index=steps)
-    grad_norm = np.asarray(evidence.grad_norm, dtype=float)
     course = loss_course_of(loss, None)
-    bad_steps = int((~np.isfinite(loss.to_numpy()) | ~np.isfinite(grad_norm)).sum())
     found, harm = [], None
-    if (d := _nonfinite(first_nonfinite, max(bad_steps, 1), description)) is not None:
+    if (d := _nonfinite(first_nonfinite, max(evidence.bad_steps, 1), description)) is not None:
         found.append(d)
         harm = "a value went non-finite"
     elif (ran_away := _loss_runaway(course, description)) is not None:

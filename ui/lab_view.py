@@ -77,8 +77,6 @@ def _run_view(live: LiveRun | None, run_id: int | None, manager: RunManager, pol
     from the store at every poll."""
     if polling and live.state == "done":
         st.rerun(scope="app")  # it ended: the final view (diagnosis, remedies) is drawn by the whole page
-    if following and not _training_elsewhere(manager.store, run_id):
-        st.rerun(scope="app")
     status, banner, scrubber, grid = st.container(), st.container(), st.container(), st.container()
     if polling:
         manager.touch(live, session_id())  # a run nobody watches any more is stopped, so it frees its slot
@@ -102,6 +100,8 @@ def _run_view(live: LiveRun | None, run_id: int | None, manager: RunManager, pol
             return
     try:  # read and built before anything is drawn, so the page's elements change together
         info = None if polling else manager.store.get_run(run_id)  # the status line of a finished or followed run
+        if following and info.status != "running":
+            st.rerun(scope="app")  # its script ended: the final view is drawn by the whole page
         data, specs = manager.charts.specs(run_id)
     except StoreError:
         status.warning(f"Run {run_id} is no longer stored: it was deleted (on the Runs page, or to make room in "
@@ -174,12 +174,10 @@ def _progress(slot, live: LiveRun, manager: RunManager) -> None:
 
 def _followed_progress(slot, info: RunInfo) -> None:
     """A run another process trains: how far its store says it got (a watched script's length is unknown)."""
-    where = "its training script" if info.watched else "another process"
     if info.watched:
-        text = f"Run {info.id}: step {info.steps_done} recorded so far"
+        text, where = f"Run {info.id}: step {info.steps_done} recorded so far", "its training script"
     else:
-        total = info.config.get("steps") or 0
-        text = f"Run {info.id}: {info.steps_done} / {total} steps"
+        text, where = f"Run {info.id}: {info.steps_done} / {info.config.get('steps') or 0} steps", "another process"
     slot.info(f"{text} · {where} is still training it; this page follows what it records, every "
               f"{POLL_SECONDS:g} s. Its diagnosis comes when it ends.")
 
@@ -244,15 +242,15 @@ def _diagnosis_panel(info: RunInfo, on_remedy: Callable[[RunConfig], None]) -> N
         config = None if info.watched else RunConfig.from_dict(info.config)  # what a remedy button changes
     except ConfigError:
         config = None
+    shown = literal if info.watched else str  # a watched run's messages quote its script's module names
     for kind, colour in KIND_COLOURS.items():  # one box per kind: its rules' findings, then its remedies once
         found = [d for d in problems if d["kind"] == kind]
         if not found:
             continue
         with st.container(border=True):
             st.markdown(f":{colour}-badge[**{kind.capitalize()} gradients**: problem]")
-            for d in found:  # a watched run's messages quote its script's module names: shown as typed
-                message = literal(d["message"]) if info.watched else d["message"]
-                st.markdown(f":{colour}[**{d['rule'].replace('_', ' ')}**] {message}")
+            for d in found:
+                st.markdown(f":{colour}[**{d['rule'].replace('_', ' ')}**] {shown(d['message'])}")
             with st.expander("Evidence"):
                 st.json({d["rule"]: d["evidence"] for d in found})
             if config is not None and any(d["remedies"] for d in found):
@@ -267,8 +265,8 @@ def _diagnosis_panel(info: RunInfo, on_remedy: Callable[[RunConfig], None]) -> N
                 else "signals that did no harm to this run")
         with st.expander(f"{len(notes)} note{'s' * (len(notes) != 1)}: {harm}"):
             for d in notes:
-                message = literal(d["message"]) if info.watched else d["message"]
-                st.markdown(f":gray-badge[{d['kind'].capitalize()} · {d['rule'].replace('_', ' ')}] {message}")
+                st.markdown(f":gray-badge[{d['kind'].capitalize()} · {d['rule'].replace('_', ' ')}] "
+                            f"{shown(d['message'])}")
                 st.json(d["evidence"], expanded=False)
 
 
